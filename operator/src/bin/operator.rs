@@ -1,0 +1,84 @@
+//! The Tessera operator process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tessera::context::{Context, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "operator",
+    about = "Tessera: microservices with their own roles and schemas on Citus"
+)]
+struct Args {
+    /// Kubeconfig to use; default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account.
+    #[arg(long, env = "TESSERA_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "TESSERA_NAMESPACE")]
+    namespace: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "TESSERA_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+    /// Seconds to wait for a coordinator to answer.
+    #[arg(long, env = "TESSERA_CONNECT_TIMEOUT", default_value_t = 5)]
+    connect_timeout: u64,
+    /// Seconds between looks at a healthy Microservice (placement and size change on their own).
+    #[arg(long, env = "TESSERA_RESYNC_INTERVAL", default_value_t = 300)]
+    resync_interval: u64,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    if args.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "operator stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("finding a kubeconfig or in-cluster service account")?,
+    };
+    let client = kube::Client::try_from(config)?;
+    let settings = Settings {
+        connect_timeout: Duration::from_secs(args.connect_timeout),
+        resync_interval: Duration::from_secs(args.resync_interval),
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Context::new(client, settings));
+    tracing::info!(namespace = ?args.namespace, "Tessera operator starting");
+    futures::join!(
+        tessera::microservice::run(ctx.clone(), args.namespace.clone()),
+        tessera::cituscluster::run(ctx, args.namespace),
+    );
+    tracing::info!("Tessera operator stopped");
+    Ok(())
+}

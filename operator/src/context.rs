@@ -1,0 +1,133 @@
+//! What every reconcile shares: the Kubernetes client, the event recorder, the settings, and the
+//! failure counts behind the per-object exponential backoff.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::Resource;
+
+/// Settings of the operator process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long to wait for a coordinator to answer.
+    pub connect_timeout: Duration,
+    /// How often a healthy object is looked at again (placement and size change on their own).
+    pub resync_interval: Duration,
+    /// The first retry delay after a failure; it doubles with each further failure.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            resync_interval: Duration::from_secs(300),
+            backoff_base: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, settings: Settings) -> Self {
+        let reporter = Reporter {
+            controller: "tessera".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes an Event on `object`; a failure to publish is logged, never fatal.
+    pub async fn event<K>(
+        &self,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%error, reason, "could not publish event");
+        }
+    }
+
+    /// The delay before retrying `object` after another failure: base × 2^(failures−1), capped,
+    /// with up to 10% jitter so that many failing objects do not retry in lockstep.
+    pub fn backoff<K: Resource<DynamicType = ()>>(&self, object: &ObjectRef<K>) -> Duration {
+        let key = object.to_string();
+        let failures = {
+            let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            let count = map.entry(key).or_insert(0);
+            *count = count.saturating_add(1);
+            *count
+        };
+        let delay = backoff_delay(&self.settings, failures);
+        let jitter_ms =
+            u64::from(jitter_byte()) * delay.as_millis().min(u128::from(u64::MAX)) as u64 / 2550;
+        delay + Duration::from_millis(jitter_ms)
+    }
+
+    /// Forgets the failures of `object` after a successful reconcile.
+    pub fn reset_backoff<K: Resource<DynamicType = ()>>(&self, object: &ObjectRef<K>) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&object.to_string());
+    }
+}
+
+/// base × 2^(failures−1), capped at the maximum.
+pub fn backoff_delay(settings: &Settings, failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(20);
+    settings
+        .backoff_base
+        .saturating_mul(1u32 << exponent)
+        .min(settings.backoff_max)
+}
+
+fn jitter_byte() -> u8 {
+    let mut byte = [0u8; 1];
+    let _ = getrandom::fill(&mut byte);
+    byte[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let settings = Settings::default();
+        let delays: Vec<u64> = (1..=10)
+            .map(|n| backoff_delay(&settings, n).as_secs())
+            .collect();
+        assert_eq!(delays, vec![2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+    }
+}

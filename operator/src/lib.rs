@@ -1,0 +1,9 @@
+//! Tessera: a Kubernetes operator that gives each microservice its own role and schema on a
+//! Citus (or PostgreSQL) cluster, and runs the service.
+
+pub mod cituscluster;
+pub mod conditions;
+pub mod context;
+pub mod crd;
+pub mod microservice;
+pub mod sql;

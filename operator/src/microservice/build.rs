@@ -1,0 +1,303 @@
+//! Pure builders: the Secret, Deployment and Service a Microservice wants, from its spec and the
+//! database facts. No client, no I/O; tested from YAML fixtures.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvFromSource, PodSpec, PodTemplateSpec, Secret, SecretEnvSource,
+    Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::ByteString;
+use kube::Resource;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sha2::{Digest, Sha256};
+
+use super::validate::Effective;
+use crate::crd::microservice::Microservice;
+
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "tessera";
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+pub const MICROSERVICE_LABEL: &str = "tessera.dev/microservice";
+/// Pod template annotation carrying a digest of the Secret, so the pods roll when it changes.
+pub const SECRET_DIGEST_ANNOTATION: &str = "tessera.dev/secret-digest";
+pub const CONTAINER_NAME: &str = "app";
+
+/// Where the service connects, as the Secret tells it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionDetails {
+    pub host: String,
+    pub port: i32,
+    pub dbname: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for ConnectionDetails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionDetails")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("dbname", &self.dbname)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Characters left as they are in URI user info and paths: RFC 3986 unreserved.
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn encode(text: &str) -> String {
+    utf8_percent_encode(text, URI_COMPONENT).to_string()
+}
+
+/// A host for a URI: IPv6 addresses go in brackets.
+fn uri_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// The Secret's keys and values.
+pub fn secret_data(details: &ConnectionDetails) -> BTreeMap<String, String> {
+    let host = uri_host(&details.host);
+    let uri = format!(
+        "postgresql://{}:{}@{}:{}/{}",
+        encode(&details.user),
+        encode(&details.password),
+        host,
+        details.port,
+        encode(&details.dbname)
+    );
+    let jdbc = format!(
+        "jdbc:postgresql://{}:{}/{}?user={}&password={}",
+        host,
+        details.port,
+        encode(&details.dbname),
+        encode(&details.user),
+        encode(&details.password)
+    );
+    let port = details.port.to_string();
+    BTreeMap::from([
+        ("host".to_string(), details.host.clone()),
+        ("port".to_string(), port.clone()),
+        ("dbname".to_string(), details.dbname.clone()),
+        ("user".to_string(), details.user.clone()),
+        ("password".to_string(), details.password.clone()),
+        ("uri".to_string(), uri.clone()),
+        ("jdbc-uri".to_string(), jdbc),
+        ("PGHOST".to_string(), details.host.clone()),
+        ("PGPORT".to_string(), port),
+        ("PGDATABASE".to_string(), details.dbname.clone()),
+        ("PGUSER".to_string(), details.user.clone()),
+        ("PGPASSWORD".to_string(), details.password.clone()),
+        ("DATABASE_URL".to_string(), uri),
+    ])
+}
+
+/// A digest of the Secret's content: equal content, equal digest.
+pub fn secret_digest(data: &BTreeMap<String, String>) -> String {
+    let mut hasher = Sha256::new();
+    for (key, value) in data {
+        hasher.update((key.len() as u64).to_be_bytes());
+        hasher.update(key.as_bytes());
+        hasher.update((value.len() as u64).to_be_bytes());
+        hasher.update(value.as_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Labels on every object Tessera makes for `name`.
+pub fn labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NAME_LABEL.to_string(), name.to_string()),
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+        (MICROSERVICE_LABEL.to_string(), name.to_string()),
+    ])
+}
+
+/// The pod selector: stable for the Deployment's lifetime.
+pub fn selector(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(MICROSERVICE_LABEL.to_string(), name.to_string())])
+}
+
+fn owner_reference(ms: &Microservice) -> Vec<OwnerReference> {
+    ms.controller_owner_ref(&()).into_iter().collect()
+}
+
+fn metadata(ms: &Microservice, name: String, effective: &Effective) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(effective.namespace.clone()),
+        labels: Some(labels(&effective.name)),
+        owner_references: Some(owner_reference(ms)),
+        ..ObjectMeta::default()
+    }
+}
+
+pub fn secret(ms: &Microservice, effective: &Effective, data: &BTreeMap<String, String>) -> Secret {
+    Secret {
+        metadata: metadata(ms, effective.secret_name.clone(), effective),
+        type_: Some("Opaque".to_string()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}
+
+pub fn deployment(ms: &Microservice, effective: &Effective, secret_digest: &str) -> Deployment {
+    let spec = &ms.spec;
+    let overrides = spec.pod_template.clone().unwrap_or_default();
+    let mut pod_labels = overrides.labels.clone();
+    pod_labels.extend(labels(&effective.name));
+    let mut pod_annotations = overrides.annotations.clone();
+    pod_annotations.insert(
+        SECRET_DIGEST_ANNOTATION.to_string(),
+        secret_digest.to_string(),
+    );
+
+    let mut env_from = vec![EnvFromSource {
+        secret_ref: Some(SecretEnvSource {
+            name: effective.secret_name.clone(),
+            optional: Some(false),
+        }),
+        ..EnvFromSource::default()
+    }];
+    env_from.extend(spec.env_from.iter().cloned());
+    let non_empty = |v: Vec<String>| (!v.is_empty()).then_some(v);
+
+    let container = Container {
+        name: CONTAINER_NAME.to_string(),
+        image: Some(spec.image.clone()),
+        command: non_empty(spec.command.clone()),
+        args: non_empty(spec.args.clone()),
+        ports: (!spec.ports.is_empty()).then(|| {
+            spec.ports
+                .iter()
+                .map(|p| ContainerPort {
+                    name: Some(p.name.clone()),
+                    container_port: p.container_port,
+                    protocol: Some(p.protocol.map(|p| p.as_str()).unwrap_or("TCP").to_string()),
+                    ..ContainerPort::default()
+                })
+                .collect()
+        }),
+        env: (!spec.env.is_empty()).then(|| spec.env.clone()),
+        env_from: Some(env_from),
+        resources: spec.resources.clone(),
+        liveness_probe: spec.probes.liveness.clone(),
+        readiness_probe: spec.probes.readiness.clone(),
+        startup_probe: spec.probes.startup.clone(),
+        ..Container::default()
+    };
+
+    Deployment {
+        metadata: metadata(ms, effective.name.clone(), effective),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(&effective.name)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(pod_annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    service_account_name: overrides.service_account_name.clone(),
+                    node_selector: (!overrides.node_selector.is_empty())
+                        .then(|| overrides.node_selector.clone()),
+                    tolerations: (!overrides.tolerations.is_empty())
+                        .then(|| overrides.tolerations.clone()),
+                    image_pull_secrets: (!overrides.image_pull_secrets.is_empty())
+                        .then(|| overrides.image_pull_secrets.clone()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// The Service, or `None` when the container exposes no ports.
+pub fn service(ms: &Microservice, effective: &Effective) -> Option<Service> {
+    let spec = &ms.spec;
+    if spec.ports.is_empty() {
+        return None;
+    }
+    let exposure = spec.service.clone().unwrap_or_default();
+    let protocol_of = |container_port_name: &str| {
+        spec.ports
+            .iter()
+            .find(|p| p.name == container_port_name)
+            .and_then(|p| p.protocol)
+            .map(|p| p.as_str())
+            .unwrap_or("TCP")
+            .to_string()
+    };
+    let ports: Vec<ServicePort> = if exposure.ports.is_empty() {
+        spec.ports
+            .iter()
+            .map(|p| ServicePort {
+                name: Some(p.name.clone()),
+                port: p.container_port,
+                target_port: Some(IntOrString::String(p.name.clone())),
+                protocol: Some(protocol_of(&p.name)),
+                ..ServicePort::default()
+            })
+            .collect()
+    } else {
+        exposure
+            .ports
+            .iter()
+            .map(|m| {
+                let target = m.target_port.clone().unwrap_or_else(|| m.name.clone());
+                ServicePort {
+                    name: Some(m.name.clone()),
+                    port: m.port,
+                    protocol: Some(protocol_of(&target)),
+                    target_port: Some(IntOrString::String(target)),
+                    node_port: m.node_port,
+                    ..ServicePort::default()
+                }
+            })
+            .collect()
+    };
+    Some(Service {
+        metadata: metadata(ms, effective.name.clone(), effective),
+        spec: Some(ServiceSpec {
+            type_: Some(
+                exposure
+                    .type_
+                    .map(|t| t.as_str())
+                    .unwrap_or("ClusterIP")
+                    .to_string(),
+            ),
+            selector: Some(selector(&effective.name)),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}

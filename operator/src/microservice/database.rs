@@ -1,0 +1,89 @@
+//! The database side of a Microservice: connect, read the catalog once, plan, apply.
+
+use crate::sql::apply::{apply, ApplyError};
+use crate::sql::catalog::{self, Catalog, CatalogError};
+use crate::sql::{
+    connect, plan_cleanup, plan_provision, Cleanup, CleanupPlan, Conflict, ConnectError,
+    ConnectionConfig, Desired, Owner, Step,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+impl DatabaseError {
+    /// The condition and Event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DatabaseError::Connect(ConnectError::Unreachable { .. }) => "DatabaseUnreachable",
+            DatabaseError::Connect(ConnectError::Authentication { .. }) => "CredentialsRejected",
+            DatabaseError::Connect(ConnectError::Refused { .. }) => "ConnectionRefused",
+            DatabaseError::Catalog(_) => "CatalogReadFailed",
+            DatabaseError::Conflict(_) => "Conflict",
+            DatabaseError::Apply(_) => "ApplyFailed",
+        }
+    }
+
+    /// Whether retrying alone cannot help: a person has to change something.
+    pub fn needs_attention(&self) -> bool {
+        matches!(
+            self,
+            DatabaseError::Conflict(_)
+                | DatabaseError::Connect(ConnectError::Authentication { .. })
+                | DatabaseError::Catalog(CatalogError::NonStandardStrings)
+        )
+    }
+}
+
+/// What a provisioning run did and the catalog afterwards.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    pub applied: Vec<Step>,
+    pub catalog: Catalog,
+}
+
+/// Brings the role and schema to `desired`.
+pub async fn provision(
+    config: &ConnectionConfig,
+    desired: &Desired,
+) -> Result<Provisioned, DatabaseError> {
+    let mut client = connect(config).await?;
+    let before = catalog::read(&mut client, &desired.role, &desired.schema).await?;
+    let steps = plan_provision(&before, desired)?;
+    if steps.is_empty() {
+        return Ok(Provisioned {
+            applied: steps,
+            catalog: before,
+        });
+    }
+    apply(&mut client, &steps).await?;
+    // Read again for the status: placement and size follow from what was just done.
+    let after = catalog::read(&mut client, &desired.role, &desired.schema).await?;
+    Ok(Provisioned {
+        applied: steps,
+        catalog: after,
+    })
+}
+
+/// Drops or releases the role and schema that `owner` holds; leaves anything else alone.
+pub async fn cleanup(
+    config: &ConnectionConfig,
+    owner: &Owner,
+    role: &str,
+    schema: &str,
+    policy: Cleanup,
+) -> Result<CleanupPlan, DatabaseError> {
+    let mut client = connect(config).await?;
+    let catalog = catalog::read(&mut client, role, schema).await?;
+    let plan = plan_cleanup(&catalog, owner, role, schema, policy);
+    apply(&mut client, &plan.steps).await?;
+    Ok(plan)
+}

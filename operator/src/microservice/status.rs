@@ -1,0 +1,302 @@
+//! The Microservice status, computed from what a reconcile found (pure).
+
+use k8s_openapi::api::apps::v1::Deployment;
+
+use crate::conditions::{Observed, READY, RECONCILING, STALLED};
+use crate::crd::microservice::DatabaseStatus;
+use crate::sql::Catalog;
+
+pub const DATABASE_READY: &str = "DatabaseReady";
+pub const SCHEMA_DISTRIBUTED: &str = "SchemaDistributed";
+pub const AVAILABLE: &str = "Available";
+pub const CONFLICT: &str = "Conflict";
+
+/// How the database side went.
+#[derive(Debug, Clone)]
+pub enum DatabaseOutcome<'a> {
+    Ready {
+        catalog: &'a Catalog,
+        endpoint: String,
+    },
+    Failed {
+        reason: &'static str,
+        message: String,
+        /// Retrying alone cannot help.
+        needs_attention: bool,
+    },
+}
+
+/// Where the schema lives, as the status reports it.
+pub fn database_status(
+    catalog: &Catalog,
+    role: &str,
+    schema: &str,
+    secret_name: &str,
+    coordinator: &str,
+) -> DatabaseStatus {
+    let colocation_id = catalog.schema.as_ref().and_then(|s| s.colocation_id);
+    let placement = catalog.placement.clone().unwrap_or_default();
+    let node = if catalog.has_citus() {
+        placement.node.clone()
+    } else {
+        Some(coordinator.to_string())
+    };
+    DatabaseStatus {
+        role: role.to_string(),
+        schema: schema.to_string(),
+        secret_name: secret_name.to_string(),
+        distributed: colocation_id.is_some(),
+        colocation_id,
+        node,
+        size_bytes: Some(placement.size_bytes),
+        size: Some(human_size(placement.size_bytes)),
+    }
+}
+
+/// Bytes in binary units with one decimal ("0 B", "8.0 KiB", "1.5 GiB").
+pub fn human_size(bytes: i64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The Deployment's rollout, as far as the status needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rollout {
+    pub exists: bool,
+    pub available: bool,
+    pub available_message: String,
+    /// The controller saw the newest spec and every replica is updated and available.
+    pub complete: bool,
+    pub replicas: Option<i32>,
+    pub ready_replicas: Option<i32>,
+}
+
+pub fn rollout(deployment: Option<&Deployment>, wanted_replicas: i32) -> Rollout {
+    let Some(deployment) = deployment else {
+        return Rollout::default();
+    };
+    let status = deployment.status.clone().unwrap_or_default();
+    let available_condition = status
+        .conditions
+        .as_ref()
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Available"));
+    let available = available_condition.is_some_and(|c| c.status == "True");
+    let observed =
+        status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let ready = status.available_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    Rollout {
+        exists: true,
+        available,
+        available_message: available_condition
+            .map(|c| c.message.clone().unwrap_or_default())
+            .unwrap_or_else(|| "the Deployment reports no availability yet".to_string()),
+        complete: observed
+            && updated >= wanted_replicas
+            && ready >= wanted_replicas
+            && total == wanted_replicas,
+        replicas: status.replicas,
+        ready_replicas: Some(status.ready_replicas.unwrap_or(0)),
+    }
+}
+
+/// Every condition of the Microservice.
+pub fn conditions(
+    database: &DatabaseOutcome,
+    distribute_requested: bool,
+    rollout: &Rollout,
+) -> Vec<Observed> {
+    let mut out = Vec::new();
+    let (db_ready, stalled) = match database {
+        DatabaseOutcome::Ready { catalog, endpoint } => {
+            out.push(Observed::new(
+                DATABASE_READY,
+                true,
+                "Provisioned",
+                format!("role and schema are ready on {endpoint}"),
+            ));
+            out.push(distribution(catalog, distribute_requested));
+            out.push(Observed::new(
+                CONFLICT,
+                false,
+                "NoConflict",
+                "the role and schema are Tessera's",
+            ));
+            (true, None)
+        }
+        DatabaseOutcome::Failed {
+            reason,
+            message,
+            needs_attention,
+        } => {
+            out.push(Observed::new(
+                DATABASE_READY,
+                false,
+                reason,
+                message.clone(),
+            ));
+            out.push(Observed::new(
+                SCHEMA_DISTRIBUTED,
+                false,
+                "DatabaseNotReady",
+                "the database side is not ready",
+            ));
+            let conflict = *reason == "Conflict";
+            out.push(Observed::new(
+                CONFLICT,
+                conflict,
+                if conflict { "Conflict" } else { "NoConflict" },
+                if conflict {
+                    message.clone()
+                } else {
+                    "no conflict found".to_string()
+                },
+            ));
+            (false, needs_attention.then(|| (*reason, message.clone())))
+        }
+    };
+    out.push(if rollout.available {
+        Observed::new(
+            AVAILABLE,
+            true,
+            "MinimumReplicasAvailable",
+            rollout.available_message.clone(),
+        )
+    } else if rollout.exists {
+        Observed::new(
+            AVAILABLE,
+            false,
+            "MinimumReplicasUnavailable",
+            rollout.available_message.clone(),
+        )
+    } else if db_ready {
+        Observed::new(
+            AVAILABLE,
+            false,
+            "DeploymentPending",
+            "the Deployment was just created",
+        )
+    } else {
+        Observed::new(
+            AVAILABLE,
+            false,
+            "WaitingForDatabase",
+            "the Deployment is created once the database side is ready",
+        )
+    });
+    let ready = db_ready && rollout.available && rollout.complete;
+    let (ready_reason, ready_message) = if ready {
+        (
+            "Ready",
+            "the database side is ready and the Deployment is rolled out".to_string(),
+        )
+    } else if !db_ready {
+        match database {
+            DatabaseOutcome::Failed {
+                reason, message, ..
+            } => (*reason, message.clone()),
+            DatabaseOutcome::Ready { .. } => ("DatabaseNotReady", String::new()),
+        }
+    } else {
+        (
+            "RollingOut",
+            "waiting for the Deployment to roll out".to_string(),
+        )
+    };
+    out.insert(
+        0,
+        Observed::new(READY, ready, ready_reason, ready_message.clone()),
+    );
+    match stalled {
+        Some((reason, message)) => {
+            out.insert(
+                1,
+                Observed::new(
+                    RECONCILING,
+                    false,
+                    reason,
+                    "waiting for the problem to be fixed",
+                ),
+            );
+            out.insert(2, Observed::new(STALLED, true, reason, message));
+        }
+        None => {
+            let (reason, message) = if ready {
+                ("Reconciled", "nothing to do".to_string())
+            } else if db_ready {
+                ("RollingOut", ready_message)
+            } else {
+                (
+                    "Retrying",
+                    format!("retrying with backoff: {ready_message}"),
+                )
+            };
+            out.insert(1, Observed::new(RECONCILING, !ready, reason, message));
+            out.insert(
+                2,
+                Observed::new(STALLED, false, "NotStalled", "no problem needs attention"),
+            );
+        }
+    }
+    out
+}
+
+fn distribution(catalog: &Catalog, requested: bool) -> Observed {
+    let colocation = catalog.schema.as_ref().and_then(|s| s.colocation_id);
+    match (&catalog.citus_version, colocation) {
+        (None, _) => Observed::new(
+            SCHEMA_DISTRIBUTED,
+            false,
+            "CitusNotInstalled",
+            "the coordinator runs PostgreSQL without Citus: the schema is isolated but not distributed",
+        ),
+        (Some(_), Some(id)) => {
+            let place = catalog
+                .placement
+                .as_ref()
+                .and_then(|p| p.node.clone())
+                .map(|node| format!("on node {node}"))
+                .unwrap_or_else(|| "with no tables yet, so on no node".to_string());
+            Observed::new(
+                SCHEMA_DISTRIBUTED,
+                true,
+                "Distributed",
+                format!("distributed as colocation group {id}, {place}"),
+            )
+        }
+        (Some(_), None) if !requested => Observed::new(
+            SCHEMA_DISTRIBUTED,
+            false,
+            "NotRequested",
+            "spec.database.distributed is false: the schema stays on the coordinator",
+        ),
+        (Some(_), None) => Observed::new(
+            SCHEMA_DISTRIBUTED,
+            false,
+            "NotDistributed",
+            "the schema is not distributed yet",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(8192), "8.0 KiB");
+        assert_eq!(human_size(1_572_864), "1.5 MiB");
+    }
+}

@@ -1,0 +1,202 @@
+//! Runs plan steps. Each step's statements run in one transaction, so a step either happens
+//! whole or not at all; the catalog read of the next reconcile sees exactly what was done.
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+
+use super::plan::Step;
+use super::quote::{ident, literal};
+
+/// A statement and its parameters (all text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<String>,
+}
+
+impl Statement {
+    fn plain(sql: String) -> Self {
+        Self {
+            sql,
+            params: Vec::new(),
+        }
+    }
+
+    fn with(sql: &str, params: &[&str]) -> Self {
+        Self {
+            sql: sql.to_string(),
+            params: params.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+}
+
+const ROLE_ATTRIBUTES: &str =
+    "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT";
+
+/// The statements of one step, in order.
+pub fn statements(step: &Step) -> Vec<Statement> {
+    match step {
+        Step::CreateRole {
+            role,
+            verifier,
+            connection_limit,
+            comment,
+        } => vec![
+            Statement::plain(format!(
+                "CREATE ROLE {} WITH {ROLE_ATTRIBUTES} CONNECTION LIMIT {connection_limit} PASSWORD {}",
+                ident(role),
+                literal(verifier)
+            )),
+            Statement::plain(format!("COMMENT ON ROLE {} IS {}", ident(role), literal(comment))),
+        ],
+        Step::ClaimRole { role, comment } | Step::ReleaseRole { role, comment } => {
+            vec![Statement::plain(format!(
+                "COMMENT ON ROLE {} IS {}",
+                ident(role),
+                literal(comment)
+            ))]
+        }
+        Step::AlterRoleAttributes {
+            role,
+            connection_limit,
+        } => vec![Statement::plain(format!(
+            "ALTER ROLE {} WITH {ROLE_ATTRIBUTES} CONNECTION LIMIT {connection_limit}",
+            ident(role)
+        ))],
+        Step::SetPassword { role, verifier } => vec![Statement::plain(format!(
+            "ALTER ROLE {} WITH PASSWORD {}",
+            ident(role),
+            literal(verifier)
+        ))],
+        Step::SetSearchPath { role, schema } => vec![Statement::plain(format!(
+            "ALTER ROLE {} SET search_path TO {}",
+            ident(role),
+            ident(schema)
+        ))],
+        Step::CreateSchema {
+            schema,
+            role,
+            comment,
+        } => vec![
+            Statement::plain(format!(
+                "CREATE SCHEMA {} AUTHORIZATION {}",
+                ident(schema),
+                ident(role)
+            )),
+            Statement::plain(format!(
+                "COMMENT ON SCHEMA {} IS {}",
+                ident(schema),
+                literal(comment)
+            )),
+        ],
+        Step::ClaimSchema { schema, comment } | Step::ReleaseSchema { schema, comment } => {
+            vec![Statement::plain(format!(
+                "COMMENT ON SCHEMA {} IS {}",
+                ident(schema),
+                literal(comment)
+            ))]
+        }
+        Step::AlterSchemaOwner { schema, role } => vec![Statement::plain(format!(
+            "ALTER SCHEMA {} OWNER TO {}",
+            ident(schema),
+            ident(role)
+        ))],
+        Step::DistributeSchema { schema } => vec![Statement::with(
+            "SELECT citus_schema_distribute($1::text::regnamespace)",
+            &[&ident(schema)],
+        )],
+        Step::UndistributeSchema { schema } => vec![Statement::with(
+            "SELECT citus_schema_undistribute($1::text::regnamespace)",
+            &[&ident(schema)],
+        )],
+        Step::TerminateSessions { role } => vec![Statement::with(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE usename = $1 AND pid <> pg_backend_pid()",
+            &[role],
+        )],
+        Step::DropSchema { schema } => vec![Statement::plain(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            ident(schema)
+        ))],
+        Step::DropRole { role } => vec![
+            Statement::plain(format!("DROP OWNED BY {}", ident(role))),
+            Statement::plain(format!("DROP ROLE IF EXISTS {}", ident(role))),
+        ],
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{step:?} failed: {message}")]
+pub struct ApplyError {
+    pub step: Step,
+    pub message: String,
+    /// The server's SQLSTATE, when it answered.
+    pub code: Option<String>,
+}
+
+/// Applies `steps` in order, stopping at the first failure.
+pub async fn apply(client: &mut Client, steps: &[Step]) -> Result<(), ApplyError> {
+    for step in steps {
+        tracing::info!(?step, "applying");
+        run_step(client, step).await.map_err(|error| ApplyError {
+            step: step.clone(),
+            message: error
+                .as_db_error()
+                .map(|db| db.message().to_string())
+                .unwrap_or_else(|| error.to_string()),
+            code: error.code().map(|c| c.code().to_string()),
+        })?;
+    }
+    Ok(())
+}
+
+async fn run_step(client: &mut Client, step: &Step) -> Result<(), tokio_postgres::Error> {
+    let statements = statements(step);
+    let tx = client.transaction().await?;
+    for statement in &statements {
+        if statement.params.is_empty() {
+            tx.batch_execute(&statement.sql).await?;
+        } else {
+            let params: Vec<&(dyn ToSql + Sync)> = statement
+                .params
+                .iter()
+                .map(|p| p as &(dyn ToSql + Sync))
+                .collect();
+            tx.execute(statement.sql.as_str(), &params).await?;
+        }
+    }
+    tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_and_values_parameters() {
+        let create = statements(&Step::CreateRole {
+            role: "svc".into(),
+            verifier: "SCRAM-SHA-256$4096:c2FsdA==$a:b".into(),
+            connection_limit: 5,
+            comment: "it's ours".into(),
+        });
+        assert_eq!(
+            create[0].sql,
+            "CREATE ROLE \"svc\" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
+             NOBYPASSRLS INHERIT CONNECTION LIMIT 5 PASSWORD 'SCRAM-SHA-256$4096:c2FsdA==$a:b'"
+        );
+        assert_eq!(create[1].sql, "COMMENT ON ROLE \"svc\" IS 'it''s ours'");
+        let distribute = statements(&Step::DistributeSchema {
+            schema: "svc".into(),
+        });
+        assert_eq!(distribute[0].params, vec!["\"svc\"".to_string()]);
+        assert!(distribute[0].sql.contains("$1"));
+    }
+
+    #[test]
+    fn dropping_a_role_drops_what_it_owns_first() {
+        let drop = statements(&Step::DropRole { role: "svc".into() });
+        assert_eq!(drop[0].sql, "DROP OWNED BY \"svc\"");
+        assert_eq!(drop[1].sql, "DROP ROLE IF EXISTS \"svc\"");
+    }
+}

@@ -1,0 +1,188 @@
+//! The one catalog read a reconcile plans from.
+
+use tokio_postgres::{Client, IsolationLevel};
+
+/// A role as the catalog shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoleState {
+    pub comment: Option<String>,
+    pub can_login: bool,
+    pub superuser: bool,
+    pub connection_limit: i32,
+    /// `rolconfig` entries in the current database or all databases (`name=value`).
+    pub settings: Vec<String>,
+    /// The stored password verifier, when the operator may read it (superuser).
+    pub password_verifier: Option<String>,
+}
+
+/// A schema as the catalog shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SchemaState {
+    pub owner: String,
+    pub comment: Option<String>,
+    /// The Citus colocation group, when the schema is distributed.
+    pub colocation_id: Option<i64>,
+}
+
+/// Where the schema's data lives and how big it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Placement {
+    /// `host:port` of the node holding the schema's shards (Citus only).
+    pub node: Option<String>,
+    pub size_bytes: i64,
+}
+
+/// Everything a reconcile of one role and schema needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Catalog {
+    pub server_version: String,
+    /// The installed Citus extension version; `None` on plain PostgreSQL.
+    pub citus_version: Option<String>,
+    pub role: Option<RoleState>,
+    pub schema: Option<SchemaState>,
+    pub placement: Option<Placement>,
+}
+
+impl Catalog {
+    pub fn has_citus(&self) -> bool {
+        self.citus_version.is_some()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("reading the catalog failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("standard_conforming_strings is off on the server; Tessera requires it on")]
+    NonStandardStrings,
+}
+
+const BASE_QUERY: &str = "
+SELECT current_setting('server_version') AS server_version,
+       current_setting('standard_conforming_strings') = 'on' AS standard_strings,
+       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS is_superuser,
+       (SELECT extversion FROM pg_extension WHERE extname = 'citus') AS citus_version,
+       (SELECT count(*) FROM pg_class WHERE relname = 'pg_dist_schema'
+          AND relnamespace = 'pg_catalog'::regnamespace) > 0 AS has_dist_schema";
+
+const ROLE_QUERY: &str = "
+SELECT r.rolcanlogin, r.rolsuper, r.rolconnlimit,
+       shobj_description(r.oid, 'pg_authid') AS comment,
+       ARRAY(SELECT unnest(s.setconfig)
+               FROM pg_db_role_setting s
+              WHERE s.setrole = r.oid
+                AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+           ) AS settings
+  FROM pg_roles r
+ WHERE r.rolname = $1";
+
+const PASSWORD_QUERY: &str = "SELECT rolpassword FROM pg_authid WHERE rolname = $1";
+
+const SCHEMA_QUERY: &str = "
+SELECT pg_get_userbyid(n.nspowner)::text AS owner,
+       obj_description(n.oid, 'pg_namespace') AS comment,
+       n.oid AS oid
+  FROM pg_namespace n
+ WHERE n.nspname = $1";
+
+const DIST_SCHEMA_QUERY: &str =
+    "SELECT colocationid::bigint FROM pg_dist_schema WHERE schemaid = $1::oid";
+
+const LOCAL_SIZE_QUERY: &str = "
+SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+  FROM pg_class c
+ WHERE c.relnamespace = $1::oid AND c.relkind IN ('r', 'm', 'p')";
+
+/// Size and node of a distributed schema: its tables' shards, summed per node. A schema without
+/// tables has no shards and so no node yet.
+const CITUS_PLACEMENT_QUERY: &str = "
+SELECT nodename || ':' || nodeport AS node, sum(shard_size)::bigint AS size
+  FROM citus_shards
+ WHERE colocation_id = $1::int
+ GROUP BY nodename, nodeport
+ ORDER BY sum(shard_size) DESC";
+
+/// Reads the state of `role` and `schema` in one read-only, repeatable-read snapshot.
+pub async fn read(client: &mut Client, role: &str, schema: &str) -> Result<Catalog, CatalogError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let base = tx.query_one(BASE_QUERY, &[]).await?;
+    if !base.get::<_, bool>("standard_strings") {
+        return Err(CatalogError::NonStandardStrings);
+    }
+    let is_superuser: bool = base.get::<_, Option<bool>>("is_superuser").unwrap_or(false);
+    let citus_version: Option<String> = base.get("citus_version");
+    let has_dist_schema: bool = base.get("has_dist_schema");
+
+    let role_state = match tx.query_opt(ROLE_QUERY, &[&role]).await? {
+        None => None,
+        Some(row) => {
+            let password_verifier = if is_superuser {
+                tx.query_opt(PASSWORD_QUERY, &[&role])
+                    .await?
+                    .and_then(|r| r.get::<_, Option<String>>(0))
+            } else {
+                None
+            };
+            Some(RoleState {
+                can_login: row.get("rolcanlogin"),
+                superuser: row.get("rolsuper"),
+                connection_limit: row.get("rolconnlimit"),
+                comment: row.get("comment"),
+                settings: row
+                    .get::<_, Option<Vec<String>>>("settings")
+                    .unwrap_or_default(),
+                password_verifier,
+            })
+        }
+    };
+
+    let mut placement = None;
+    let schema_state = match tx.query_opt(SCHEMA_QUERY, &[&schema]).await? {
+        None => None,
+        Some(row) => {
+            let oid: u32 = row.get("oid");
+            let colocation_id = if citus_version.is_some() && has_dist_schema {
+                tx.query_opt(DIST_SCHEMA_QUERY, &[&oid])
+                    .await?
+                    .map(|r| r.get::<_, i64>(0))
+            } else {
+                None
+            };
+            placement = Some(match colocation_id {
+                Some(colocation) => {
+                    let colocation = i32::try_from(colocation).unwrap_or(i32::MAX);
+                    let rows = tx.query(CITUS_PLACEMENT_QUERY, &[&colocation]).await?;
+                    Placement {
+                        node: rows.first().map(|r| r.get::<_, String>("node")),
+                        size_bytes: rows
+                            .iter()
+                            .map(|r| r.get::<_, Option<i64>>("size").unwrap_or(0))
+                            .sum(),
+                    }
+                }
+                None => Placement {
+                    node: None,
+                    size_bytes: tx.query_one(LOCAL_SIZE_QUERY, &[&oid]).await?.get(0),
+                },
+            });
+            Some(SchemaState {
+                owner: row.get("owner"),
+                comment: row.get("comment"),
+                colocation_id,
+            })
+        }
+    };
+    tx.commit().await?;
+    Ok(Catalog {
+        server_version: base.get("server_version"),
+        citus_version,
+        role: role_state,
+        schema: schema_state,
+        placement,
+    })
+}

@@ -1,0 +1,118 @@
+//! Connections to a coordinator.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Where and as whom to connect. The password is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub user: String,
+    pub password: String,
+    pub connect_timeout: Duration,
+}
+
+impl fmt::Debug for ConnectionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("dbname", &self.dbname)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ConnectionConfig {
+    /// `host:port/dbname`, for messages.
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}/{}", self.host, self.port, self.dbname)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The server could not be reached or did not answer in time.
+    #[error("cannot reach {endpoint}: {message}")]
+    Unreachable { endpoint: String, message: String },
+    /// The server answered and refused the credentials.
+    #[error("{endpoint} refused the credentials of user {user:?}: {message}")]
+    Authentication {
+        endpoint: String,
+        user: String,
+        message: String,
+    },
+    /// Any other refusal (no such database, too many connections).
+    #[error("{endpoint} refused the connection: {message}")]
+    Refused { endpoint: String, message: String },
+}
+
+impl ConnectError {
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ConnectError::Unreachable { .. })
+    }
+}
+
+/// Opens a connection and drives it on a background task that ends with the client.
+pub async fn connect(config: &ConnectionConfig) -> Result<tokio_postgres::Client, ConnectError> {
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&config.host)
+        .port(config.port)
+        .dbname(&config.dbname)
+        .user(&config.user)
+        .password(&config.password)
+        .application_name("tessera-operator")
+        .connect_timeout(config.connect_timeout);
+    let endpoint = config.endpoint();
+    let attempt = tokio::time::timeout(
+        config.connect_timeout + Duration::from_secs(1),
+        pg.connect(tokio_postgres::NoTls),
+    )
+    .await;
+    let (client, connection) = match attempt {
+        Err(_) => {
+            return Err(ConnectError::Unreachable {
+                endpoint,
+                message: format!("no answer within {:?}", config.connect_timeout),
+            })
+        }
+        Ok(Err(error)) => return Err(classify(error, endpoint, &config.user)),
+        Ok(Ok(pair)) => pair,
+    };
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "coordinator connection closed");
+        }
+    });
+    Ok(client)
+}
+
+fn classify(error: tokio_postgres::Error, endpoint: String, user: &str) -> ConnectError {
+    use tokio_postgres::error::SqlState;
+    match error.as_db_error() {
+        Some(db) => {
+            let code = db.code();
+            let message = db.message().to_string();
+            if *code == SqlState::INVALID_PASSWORD
+                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            {
+                ConnectError::Authentication {
+                    endpoint,
+                    user: user.to_string(),
+                    message,
+                }
+            } else if *code == SqlState::CANNOT_CONNECT_NOW {
+                ConnectError::Unreachable { endpoint, message }
+            } else {
+                ConnectError::Refused { endpoint, message }
+            }
+        }
+        None => ConnectError::Unreachable {
+            endpoint,
+            message: error.to_string(),
+        },
+    }
+}

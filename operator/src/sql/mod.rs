@@ -1,0 +1,23 @@
+//! All of Tessera's SQL.
+//!
+//! A reconcile reads the catalog once (`catalog::read`, one read-only snapshot), computes a plan
+//! from it without touching the database (`plan`), and applies the plan's steps (`apply`).
+//! Identifiers are always quoted; values are bind parameters wherever PostgreSQL accepts them,
+//! and the few utility-statement values it does not accept (comments, connection limits,
+//! password verifiers) go through `quote::literal`. Passwords are sent only as SCRAM verifiers.
+//! Ownership lives in the database as a comment on the role and the schema (`ownership`), so
+//! Tessera never adopts or drops what it did not create.
+
+pub mod apply;
+pub mod catalog;
+pub mod cluster;
+pub mod connect;
+pub mod ownership;
+pub mod plan;
+pub mod quote;
+pub mod scram;
+
+pub use catalog::Catalog;
+pub use connect::{connect, ConnectError, ConnectionConfig};
+pub use ownership::{Claim, Owner};
+pub use plan::{plan_cleanup, plan_provision, Cleanup, CleanupPlan, Conflict, Desired, Step};

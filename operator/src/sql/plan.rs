@@ -1,0 +1,333 @@
+//! Plans computed from one catalog read, without touching the database.
+
+use super::catalog::Catalog;
+use super::ownership::{Claim, Owner};
+use super::scram;
+
+/// The database side a Microservice asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub owner: Owner,
+    pub role: String,
+    pub schema: String,
+    /// -1 for no limit.
+    pub connection_limit: i32,
+    /// Distribute the schema when Citus is installed.
+    pub distribute: bool,
+    /// The password the Secret holds (or will hold).
+    pub password: String,
+    /// The password was generated in this reconcile, so the role must get it.
+    pub password_is_new: bool,
+}
+
+/// One change to the database. Each step is applied on its own; a crash between steps leaves a
+/// state from which the next plan continues.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Step {
+    /// CREATE ROLE with the ownership comment, in one transaction.
+    CreateRole {
+        role: String,
+        verifier: String,
+        connection_limit: i32,
+        comment: String,
+    },
+    /// Take over a role released by the same Microservice (recreated after Retain).
+    ClaimRole {
+        role: String,
+        comment: String,
+    },
+    /// LOGIN, no special privileges, the wanted connection limit.
+    AlterRoleAttributes {
+        role: String,
+        connection_limit: i32,
+    },
+    SetPassword {
+        role: String,
+        verifier: String,
+    },
+    SetSearchPath {
+        role: String,
+        schema: String,
+    },
+    /// CREATE SCHEMA AUTHORIZATION with the ownership comment, in one transaction.
+    CreateSchema {
+        schema: String,
+        role: String,
+        comment: String,
+    },
+    ClaimSchema {
+        schema: String,
+        comment: String,
+    },
+    AlterSchemaOwner {
+        schema: String,
+        role: String,
+    },
+    DistributeSchema {
+        schema: String,
+    },
+    UndistributeSchema {
+        schema: String,
+    },
+    /// Ends the role's sessions so it can be dropped.
+    TerminateSessions {
+        role: String,
+    },
+    DropSchema {
+        schema: String,
+    },
+    DropRole {
+        role: String,
+    },
+    ReleaseRole {
+        role: String,
+        comment: String,
+    },
+    ReleaseSchema {
+        schema: String,
+        comment: String,
+    },
+}
+
+// Verifiers are derived from passwords; keep them out of logs like the passwords themselves.
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::CreateRole {
+                role,
+                connection_limit,
+                ..
+            } => write!(f, "CreateRole({role}, limit {connection_limit})"),
+            Step::SetPassword { role, .. } => write!(f, "SetPassword({role})"),
+            Step::ClaimRole { role, .. } => write!(f, "ClaimRole({role})"),
+            Step::AlterRoleAttributes {
+                role,
+                connection_limit,
+            } => write!(f, "AlterRoleAttributes({role}, limit {connection_limit})"),
+            Step::SetSearchPath { role, schema } => write!(f, "SetSearchPath({role}, {schema})"),
+            Step::CreateSchema { schema, role, .. } => write!(f, "CreateSchema({schema}, {role})"),
+            Step::ClaimSchema { schema, .. } => write!(f, "ClaimSchema({schema})"),
+            Step::AlterSchemaOwner { schema, role } => {
+                write!(f, "AlterSchemaOwner({schema}, {role})")
+            }
+            Step::DistributeSchema { schema } => write!(f, "DistributeSchema({schema})"),
+            Step::UndistributeSchema { schema } => write!(f, "UndistributeSchema({schema})"),
+            Step::TerminateSessions { role } => write!(f, "TerminateSessions({role})"),
+            Step::DropSchema { schema } => write!(f, "DropSchema({schema})"),
+            Step::DropRole { role } => write!(f, "DropRole({role})"),
+            Step::ReleaseRole { role, .. } => write!(f, "ReleaseRole({role})"),
+            Step::ReleaseSchema { schema, .. } => write!(f, "ReleaseSchema({schema})"),
+        }
+    }
+}
+
+/// A role or schema that exists and is not this Microservice's to touch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {name:?} already exists and is {holder}; nothing was changed")]
+pub struct Conflict {
+    pub kind: &'static str,
+    pub name: String,
+    pub holder: String,
+}
+
+/// The steps that bring the catalog to `desired`, or the conflict that forbids any change.
+pub fn plan_provision(catalog: &Catalog, desired: &Desired) -> Result<Vec<Step>, Conflict> {
+    let owner = &desired.owner;
+    if let Some(role) = &catalog.role {
+        let claim = Claim::parse(role.comment.as_deref());
+        if role.superuser || !claim.is_claimable_by(owner) {
+            let holder = if role.superuser {
+                "a superuser role".to_string()
+            } else {
+                claim.describe()
+            };
+            return Err(Conflict {
+                kind: "role",
+                name: desired.role.clone(),
+                holder,
+            });
+        }
+    }
+    if let Some(schema) = &catalog.schema {
+        let claim = Claim::parse(schema.comment.as_deref());
+        if !claim.is_claimable_by(owner) {
+            return Err(Conflict {
+                kind: "schema",
+                name: desired.schema.clone(),
+                holder: claim.describe(),
+            });
+        }
+    }
+
+    let mut steps = Vec::new();
+    let role = desired.role.clone();
+    let schema = desired.schema.clone();
+    match &catalog.role {
+        None => steps.push(Step::CreateRole {
+            role: role.clone(),
+            verifier: scram::verifier(&desired.password),
+            connection_limit: desired.connection_limit,
+            comment: owner.comment(),
+        }),
+        Some(state) => {
+            if !Claim::parse(state.comment.as_deref()).is_owned_by(owner) {
+                steps.push(Step::ClaimRole {
+                    role: role.clone(),
+                    comment: owner.comment(),
+                });
+            }
+            if !state.can_login || state.connection_limit != desired.connection_limit {
+                steps.push(Step::AlterRoleAttributes {
+                    role: role.clone(),
+                    connection_limit: desired.connection_limit,
+                });
+            }
+            let password_current = !desired.password_is_new
+                && state
+                    .password_verifier
+                    .as_deref()
+                    .is_none_or(|stored| scram::matches(stored, &desired.password));
+            if !password_current {
+                steps.push(Step::SetPassword {
+                    role: role.clone(),
+                    verifier: scram::verifier(&desired.password),
+                });
+            }
+        }
+    }
+    let search_path_set = catalog.role.as_ref().is_some_and(|state| {
+        state
+            .settings
+            .iter()
+            .any(|setting| search_path_is(setting, &schema))
+    });
+    if !search_path_set {
+        steps.push(Step::SetSearchPath {
+            role: role.clone(),
+            schema: schema.clone(),
+        });
+    }
+    match &catalog.schema {
+        None => steps.push(Step::CreateSchema {
+            schema: schema.clone(),
+            role: role.clone(),
+            comment: owner.comment(),
+        }),
+        Some(state) => {
+            if !Claim::parse(state.comment.as_deref()).is_owned_by(owner) {
+                steps.push(Step::ClaimSchema {
+                    schema: schema.clone(),
+                    comment: owner.comment(),
+                });
+            }
+            if state.owner != role {
+                steps.push(Step::AlterSchemaOwner {
+                    schema: schema.clone(),
+                    role: role.clone(),
+                });
+            }
+        }
+    }
+    if catalog.has_citus() {
+        let distributed = catalog
+            .schema
+            .as_ref()
+            .is_some_and(|s| s.colocation_id.is_some());
+        if desired.distribute && !distributed {
+            steps.push(Step::DistributeSchema {
+                schema: schema.clone(),
+            });
+        } else if !desired.distribute && distributed {
+            steps.push(Step::UndistributeSchema { schema });
+        }
+    }
+    Ok(steps)
+}
+
+/// `setting` (from rolconfig) sets search_path to exactly `schema`.
+fn search_path_is(setting: &str, schema: &str) -> bool {
+    setting
+        .strip_prefix("search_path=")
+        .map(|value| value.trim_matches('"') == schema)
+        .unwrap_or(false)
+}
+
+/// What to do with the role and schema when their Microservice goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Drop the schema with its objects, then the role.
+    Drop,
+    /// Keep both, marked as released for a Microservice of the same name.
+    Retain,
+}
+
+/// The result of planning a cleanup: the steps, and what is left alone because it is not ours.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CleanupPlan {
+    pub steps: Vec<Step>,
+    pub left_alone: Vec<String>,
+}
+
+pub fn plan_cleanup(
+    catalog: &Catalog,
+    owner: &Owner,
+    role: &str,
+    schema: &str,
+    cleanup: Cleanup,
+) -> CleanupPlan {
+    let mut plan = CleanupPlan::default();
+    let schema_ours = match &catalog.schema {
+        Some(state) if Claim::parse(state.comment.as_deref()).is_owned_by(owner) => true,
+        Some(state) => {
+            plan.left_alone.push(format!(
+                "schema {schema:?} ({})",
+                Claim::parse(state.comment.as_deref()).describe()
+            ));
+            false
+        }
+        None => false,
+    };
+    let role_ours = match &catalog.role {
+        Some(state) if Claim::parse(state.comment.as_deref()).is_owned_by(owner) => true,
+        Some(state) => {
+            plan.left_alone.push(format!(
+                "role {role:?} ({})",
+                Claim::parse(state.comment.as_deref()).describe()
+            ));
+            false
+        }
+        None => false,
+    };
+    match cleanup {
+        Cleanup::Drop => {
+            if schema_ours {
+                plan.steps.push(Step::DropSchema {
+                    schema: schema.to_string(),
+                });
+            }
+            if role_ours {
+                plan.steps.push(Step::TerminateSessions {
+                    role: role.to_string(),
+                });
+                plan.steps.push(Step::DropRole {
+                    role: role.to_string(),
+                });
+            }
+        }
+        Cleanup::Retain => {
+            if schema_ours {
+                plan.steps.push(Step::ReleaseSchema {
+                    schema: schema.to_string(),
+                    comment: owner.released_comment(),
+                });
+            }
+            if role_ours {
+                plan.steps.push(Step::ReleaseRole {
+                    role: role.to_string(),
+                    comment: owner.released_comment(),
+                });
+            }
+        }
+    }
+    plan
+}

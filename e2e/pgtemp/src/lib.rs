@@ -182,6 +182,7 @@ pub struct Builder {
     data_dir: Option<PathBuf>,
     settings: Vec<(String, String)>,
     preload: Vec<String>,
+    trust_tcp: bool,
 }
 
 impl Default for Builder {
@@ -199,6 +200,7 @@ impl Default for Builder {
                 ("max_worker_processes".into(), "16".into()),
             ],
             preload: Vec::new(),
+            trust_tcp: false,
         }
     }
 }
@@ -235,6 +237,13 @@ impl Builder {
         self
     }
 
+    /// Accept TCP clients without a password (for Citus workers, which the coordinator reaches
+    /// as whichever role runs a query). The default is SCRAM passwords.
+    pub fn trust_tcp(mut self, trust: bool) -> Self {
+        self.trust_tcp = trust;
+        self
+    }
+
     pub fn start(self) -> Result<TempPostgres, Error> {
         let installation = Installation::detect()?;
         let (root, keep) = match &self.data_dir {
@@ -263,7 +272,7 @@ impl Builder {
             let password = random_password()?;
             fs::write(&password_file, &password).map_err(io_err("write password file"))?;
             installation.hand_over(&password_file)?;
-            init_cluster(&installation, &data, &password_file)?;
+            init_cluster(&installation, &data, &password_file, self.trust_tcp)?;
             password
         };
         if !socket_dir.exists() {
@@ -340,7 +349,9 @@ fn init_cluster(
     installation: &Installation,
     data: &Path,
     password_file: &Path,
+    trust_tcp: bool,
 ) -> Result<(), Error> {
+    let host_auth = if trust_tcp { "trust" } else { "scram-sha-256" };
     let mut initdb = installation.command("initdb");
     initdb
         .arg("-D")
@@ -352,7 +363,8 @@ fn init_cluster(
             "--locale=C",
             "--no-sync",
         ])
-        .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+        .arg("--auth-local=trust")
+        .arg(format!("--auth-host={host_auth}"))
         .arg(format!("--pwfile={}", password_file.display()));
     run(initdb)
 }
@@ -375,7 +387,10 @@ fn start_server(
     }
     let log_err = log.try_clone().map_err(io_err("clone log handle"))?;
     let mut postgres = installation.command("postgres");
+    // libpq inside the server (Citus's node connections) reads ~/.postgresql: keep it ours.
+    let home = data.parent().unwrap_or(data);
     postgres
+        .env("HOME", home)
         .arg("-D")
         .arg(data)
         .arg("-p")
@@ -521,6 +536,7 @@ impl TempPostgres {
             data_dir: None,
             settings: self.builder_settings.clone(),
             preload: self.preload.clone(),
+            trust_tcp: false,
         };
         let data = self.root.path().join("data");
         let socket_dir = self.root.path().join("socket");

@@ -1,0 +1,187 @@
+//! The database side on a real Citus cluster (a coordinator and two workers started by the
+//! test). Each test prints a SKIPPED line and passes when Citus is not installed.
+
+mod support;
+
+use support::*;
+use tessera::microservice::database::{cleanup, provision};
+use tessera::sql::{self, Cleanup};
+
+#[tokio::test]
+async fn distributes_the_schema_and_reports_its_node() {
+    let Some(cluster) = start_citus("distributes_the_schema_and_reports_its_node").await else {
+        return;
+    };
+    let config = admin_config(&cluster.coordinator);
+    let want = desired("user-service", "uid-1");
+
+    let first = provision(&config, &want).await.expect("provision");
+    let names: Vec<String> = first.applied.iter().map(|s| format!("{s:?}")).collect();
+    assert!(
+        names
+            .last()
+            .is_some_and(|s| s.starts_with("DistributeSchema")),
+        "{names:?}"
+    );
+    assert!(first.catalog.has_citus());
+    let colocation = first
+        .catalog
+        .schema
+        .as_ref()
+        .and_then(|s| s.colocation_id)
+        .expect("distributed schema has a colocation group");
+    assert_eq!(
+        first
+            .catalog
+            .placement
+            .as_ref()
+            .and_then(|p| p.node.clone()),
+        None,
+        "no tables yet, so no node"
+    );
+
+    // The service creates its table as its own role: Citus places it on one worker.
+    let service = connect_as(&cluster.coordinator, "user_service", &want.password)
+        .await
+        .expect("the role logs in on the coordinator");
+    service
+        .batch_execute(
+            "CREATE TABLE users (id serial primary key, name varchar(255) not null);
+             INSERT INTO users (name) SELECT 'user ' || g FROM generate_series(1, 500) g",
+        )
+        .await
+        .expect("table in the distributed schema");
+
+    let again = provision(
+        &config,
+        &sql::Desired {
+            password_is_new: false,
+            ..want.clone()
+        },
+    )
+    .await
+    .expect("second provision");
+    assert!(again.applied.is_empty(), "{:?}", again.applied);
+    let placement = again.catalog.placement.expect("placement");
+    let node = placement.node.expect("a node holds the shards");
+    let worker_nodes: Vec<String> = cluster
+        .workers
+        .iter()
+        .map(|w| format!("{}:{}", w.host(), w.port()))
+        .collect();
+    assert!(
+        worker_nodes.contains(&node),
+        "{node} is one of {worker_nodes:?}"
+    );
+    assert!(placement.size_bytes > 0);
+
+    let admin = admin(&cluster.coordinator).await;
+    let tenant: i64 = admin
+        .query_one(
+            "SELECT colocationid::bigint FROM pg_dist_schema WHERE schemaid = 'user_service'::regnamespace",
+            &[],
+        )
+        .await
+        .expect("pg_dist_schema row")
+        .get(0);
+    assert_eq!(tenant, colocation);
+
+    // The cluster status reads versions and nodes.
+    let client = sql::connect(&config).await.expect("connect");
+    let info = sql::cluster::read(&client).await.expect("cluster info");
+    assert!(info.citus_version.is_some());
+    assert_eq!(info.nodes.iter().filter(|n| !n.is_coordinator()).count(), 2);
+}
+
+#[tokio::test]
+async fn undistributes_when_asked_and_isolates_services() {
+    let Some(cluster) = start_citus("undistributes_when_asked_and_isolates_services").await else {
+        return;
+    };
+    let config = admin_config(&cluster.coordinator);
+    let alice = desired("alice", "uid-1");
+    let bob = desired("bob", "uid-2");
+    provision(&config, &alice).await.expect("alice");
+    provision(&config, &bob).await.expect("bob");
+
+    let alice_db = connect_as(&cluster.coordinator, "alice", &alice.password)
+        .await
+        .expect("alice logs in");
+    let bob_db = connect_as(&cluster.coordinator, "bob", &bob.password)
+        .await
+        .expect("bob logs in");
+    alice_db
+        .batch_execute("CREATE TABLE secrets (v text); INSERT INTO secrets VALUES ('alice only')")
+        .await
+        .expect("alice's table");
+    for statement in [
+        "SELECT * FROM alice.secrets",
+        "INSERT INTO alice.secrets VALUES ('bob')",
+        "CREATE TABLE alice.intruder (x int)",
+    ] {
+        let error = bob_db.batch_execute(statement).await.expect_err(statement);
+        assert_eq!(
+            error.code().map(|c| c.code()),
+            Some("42501"),
+            "{statement}: {error:?}"
+        );
+    }
+
+    let local = sql::Desired {
+        distribute: false,
+        password_is_new: false,
+        ..alice.clone()
+    };
+    let changed = provision(&config, &local).await.expect("undistribute");
+    let names: Vec<String> = changed.applied.iter().map(|s| format!("{s:?}")).collect();
+    assert_eq!(names, ["UndistributeSchema(alice)"]);
+    assert_eq!(changed.catalog.schema.and_then(|s| s.colocation_id), None);
+    let kept: i64 = alice_db
+        .query_one("SELECT count(*) FROM secrets", &[])
+        .await
+        .expect("data survives undistribution")
+        .get(0);
+    assert_eq!(kept, 1);
+}
+
+#[tokio::test]
+async fn drop_policy_cleans_coordinator_and_workers() {
+    let Some(cluster) = start_citus("drop_policy_cleans_coordinator_and_workers").await else {
+        return;
+    };
+    let config = admin_config(&cluster.coordinator);
+    let want = desired("ping", "uid-1");
+    provision(&config, &want).await.expect("provision");
+    connect_as(&cluster.coordinator, "ping", &want.password)
+        .await
+        .expect("login")
+        .batch_execute("CREATE TABLE ping_results (id serial primary key, host text not null)")
+        .await
+        .expect("table");
+
+    let plan = cleanup(&config, &want.owner, "ping", "ping", Cleanup::Drop)
+        .await
+        .expect("drop");
+    assert!(plan.left_alone.is_empty());
+    for node in std::iter::once(&cluster.coordinator).chain(cluster.workers.iter()) {
+        let client = if node.port() == cluster.coordinator.port() {
+            admin(node).await
+        } else {
+            admin_trust(node).await
+        };
+        let left = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = 'ping'), \
+                        (SELECT count(*) FROM pg_namespace WHERE nspname = 'ping')",
+                &[],
+            )
+            .await
+            .expect("counts");
+        assert_eq!(
+            (left.get::<_, i64>(0), left.get::<_, i64>(1)),
+            (0, 0),
+            "node {}",
+            node.port()
+        );
+    }
+}

@@ -1,0 +1,442 @@
+//! The database side of the Microservice reconcile against a real PostgreSQL that the test
+//! starts: create, update, conflict, unreachable database, both deletion policies, isolation.
+
+mod support;
+
+use support::*;
+use tessera::microservice::database::{cleanup, provision, DatabaseError};
+use tessera::sql::{self, catalog, scram, Cleanup, ConnectError, Step};
+
+fn step_names(steps: &[Step]) -> Vec<String> {
+    steps
+        .iter()
+        .map(|s| {
+            format!("{s:?}")
+                .split('(')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn creates_role_and_schema_then_does_nothing_more() {
+    let pg = start_postgres();
+    let config = admin_config(&pg);
+    let want = desired("user-service", "uid-1");
+
+    let first = provision(&config, &want).await.expect("provision");
+    assert_eq!(
+        step_names(&first.applied),
+        ["CreateRole", "SetSearchPath", "CreateSchema"],
+        "plain PostgreSQL: nothing to distribute"
+    );
+    assert!(!first.catalog.has_citus());
+
+    let admin = admin(&pg).await;
+    let role = admin
+        .query_one(
+            "SELECT rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolconnlimit, rolconfig::text[] \
+             FROM pg_roles WHERE rolname = 'user_service'",
+            &[],
+        )
+        .await
+        .expect("role exists");
+    assert!(role.get::<_, bool>(0), "LOGIN");
+    assert!(!role.get::<_, bool>(1) && !role.get::<_, bool>(2) && !role.get::<_, bool>(3));
+    assert_eq!(role.get::<_, i32>(4), -1);
+    assert_eq!(
+        role.get::<_, Vec<String>>(5),
+        vec!["search_path=user_service".to_string()]
+    );
+    let owner: String = admin
+        .query_one(
+            "SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = 'user_service'",
+            &[],
+        )
+        .await
+        .expect("schema exists")
+        .get(0);
+    assert_eq!(owner, "user_service");
+
+    // The service logs in with the password the Secret will hold; its tables land in its schema.
+    let service = connect_as(&pg, "user_service", &want.password)
+        .await
+        .expect("the role logs in with its password");
+    service
+        .batch_execute("CREATE TABLE users (id serial primary key, name text); INSERT INTO users (name) VALUES ('a')")
+        .await
+        .expect("create a table");
+    let schema: String = admin
+        .query_one(
+            "SELECT schemaname::text FROM pg_tables WHERE tablename = 'users'",
+            &[],
+        )
+        .await
+        .expect("table")
+        .get(0);
+    assert_eq!(schema, "user_service");
+
+    // The same desire again, with the password now kept in the Secret: nothing to do.
+    let again = provision(
+        &config,
+        &sql::Desired {
+            password_is_new: false,
+            ..want.clone()
+        },
+    )
+    .await
+    .expect("second provision");
+    assert!(again.applied.is_empty(), "{:?}", again.applied);
+    let placement = again.catalog.placement.expect("placement");
+    assert!(placement.size_bytes > 0, "the table's size is counted");
+}
+
+#[tokio::test]
+async fn updates_only_what_changed() {
+    let pg = start_postgres();
+    let config = admin_config(&pg);
+    let want = desired("orders", "uid-1");
+    provision(&config, &want).await.expect("provision");
+
+    let limited = sql::Desired {
+        connection_limit: 7,
+        password_is_new: false,
+        ..want.clone()
+    };
+    let changed = provision(&config, &limited).await.expect("update");
+    assert_eq!(step_names(&changed.applied), ["AlterRoleAttributes"]);
+    assert_eq!(changed.catalog.role.expect("role").connection_limit, 7);
+
+    // A new password (the Secret was lost) is set; the old one stops working.
+    let rotated = sql::Desired {
+        password: "a-new-password".into(),
+        password_is_new: true,
+        ..limited.clone()
+    };
+    let result = provision(&config, &rotated).await.expect("rotate");
+    assert_eq!(step_names(&result.applied), ["SetPassword"]);
+    assert!(connect_as(&pg, "orders", "a-new-password").await.is_ok());
+    assert!(connect_as(&pg, "orders", &want.password).await.is_err());
+
+    // Someone changed the password behind Tessera's back: the stored verifier no longer matches
+    // the Secret, so the Secret's password is set again.
+    admin(&pg)
+        .await
+        .batch_execute("ALTER ROLE orders PASSWORD 'changed-by-hand'")
+        .await
+        .expect("alter");
+    let repaired = provision(
+        &config,
+        &sql::Desired {
+            password_is_new: false,
+            ..rotated.clone()
+        },
+    )
+    .await
+    .expect("repair");
+    assert_eq!(step_names(&repaired.applied), ["SetPassword"]);
+    assert!(connect_as(&pg, "orders", "a-new-password").await.is_ok());
+}
+
+#[tokio::test]
+async fn never_touches_what_it_did_not_create() {
+    let pg = start_postgres();
+    let config = admin_config(&pg);
+    let admin = admin(&pg).await;
+    admin
+        .batch_execute("CREATE ROLE legacy LOGIN PASSWORD 'keep-me'; CREATE SCHEMA reports")
+        .await
+        .expect("hand-made objects");
+
+    let role_taken = provision(&config, &desired("legacy", "uid-1")).await;
+    match role_taken {
+        Err(DatabaseError::Conflict(conflict)) => {
+            assert_eq!(conflict.kind, "role");
+            assert!(
+                conflict.to_string().contains("not created by Tessera"),
+                "{conflict}"
+            );
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // Nothing changed: no comment, no schema, the password still works.
+    let comment: Option<String> = admin
+        .query_one(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = 'legacy'",
+            &[],
+        )
+        .await
+        .expect("role")
+        .get(0);
+    assert_eq!(comment, None);
+    let schemas: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'legacy'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(schemas, 0);
+    assert!(connect_as(&pg, "legacy", "keep-me").await.is_ok());
+
+    // A schema that exists already is just as foreign (the role is free, but nothing is done).
+    let schema_taken = provision(&config, &desired("reports", "uid-2")).await;
+    assert!(matches!(schema_taken, Err(DatabaseError::Conflict(ref c)) if c.kind == "schema"));
+    let roles: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'reports'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(roles, 0, "no role was created next to a foreign schema");
+
+    // A second Microservice claiming a name the first one owns.
+    provision(&config, &desired("billing", "uid-3"))
+        .await
+        .expect("first claim");
+    let mut twin = desired("billing", "uid-4");
+    twin.owner.name = "billing-copy".into();
+    match provision(&config, &twin).await {
+        Err(DatabaseError::Conflict(conflict)) => {
+            assert!(
+                conflict
+                    .to_string()
+                    .contains("owned by Microservice shop/billing"),
+                "{conflict}"
+            )
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+
+    // Superusers are never service roles, whatever their comment says.
+    admin
+        .batch_execute("CREATE ROLE boss SUPERUSER; COMMENT ON ROLE boss IS 'tessera.dev/released resource=shop/boss'")
+        .await
+        .expect("superuser");
+    assert!(matches!(
+        provision(&config, &desired("boss", "uid-5")).await,
+        Err(DatabaseError::Conflict(_))
+    ));
+}
+
+#[tokio::test]
+async fn reports_an_unreachable_database_and_converges_when_it_returns() {
+    let mut pg = start_postgres();
+    let config = admin_config(&pg);
+    let want = desired("time-service", "uid-1");
+
+    // A crash after the first step: the role exists, nothing else.
+    {
+        let mut client = sql::connect(&config).await.expect("connect");
+        let before = catalog::read(&mut client, &want.role, &want.schema)
+            .await
+            .expect("read");
+        let steps = sql::plan_provision(&before, &want).expect("plan");
+        sql::apply::apply(&mut client, &steps[..1])
+            .await
+            .expect("first step only");
+    }
+
+    pg.stop();
+    match provision(&config, &want).await {
+        Err(DatabaseError::Connect(error @ ConnectError::Unreachable { .. })) => {
+            assert!(error.to_string().contains("cannot reach"), "{error}");
+            assert_eq!(
+                DatabaseError::Connect(error).reason(),
+                "DatabaseUnreachable"
+            );
+        }
+        other => panic!("expected unreachable, got {other:?}"),
+    }
+
+    pg.restart().expect("restart");
+    let resumed = provision(&config, &want).await.expect("converges");
+    assert_eq!(
+        step_names(&resumed.applied),
+        ["SetPassword", "SetSearchPath", "CreateSchema"]
+    );
+    let counts = admin(&pg)
+        .await
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = 'time_service'), \
+                    (SELECT count(*) FROM pg_namespace WHERE nspname = 'time_service')",
+            &[],
+        )
+        .await
+        .expect("counts");
+    assert_eq!((counts.get::<_, i64>(0), counts.get::<_, i64>(1)), (1, 1));
+
+    // Wrong credentials are told apart from an unreachable server.
+    let wrong = sql::ConnectionConfig {
+        password: "wrong".into(),
+        ..config.clone()
+    };
+    let error = provision(&wrong, &want).await.expect_err("wrong password");
+    assert_eq!(error.reason(), "CredentialsRejected");
+    assert!(error.needs_attention());
+    assert!(
+        !error.to_string().contains(pg.superuser_password()),
+        "no password in messages"
+    );
+}
+
+#[tokio::test]
+async fn drop_policy_removes_schema_objects_and_role() {
+    let pg = start_postgres();
+    let config = admin_config(&pg);
+    let want = desired("ping", "uid-1");
+    provision(&config, &want).await.expect("provision");
+    let service = connect_as(&pg, "ping", &want.password)
+        .await
+        .expect("login");
+    service
+        .batch_execute("CREATE TABLE ping_results (id serial primary key, host text)")
+        .await
+        .expect("table");
+
+    let plan = cleanup(&config, &want.owner, "ping", "ping", Cleanup::Drop)
+        .await
+        .expect("drop");
+    assert_eq!(
+        step_names(&plan.steps),
+        ["DropSchema", "TerminateSessions", "DropRole"]
+    );
+    assert!(plan.left_alone.is_empty());
+    let left = admin(&pg)
+        .await
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = 'ping'), \
+                    (SELECT count(*) FROM pg_namespace WHERE nspname = 'ping')",
+            &[],
+        )
+        .await
+        .expect("counts");
+    assert_eq!((left.get::<_, i64>(0), left.get::<_, i64>(1)), (0, 0));
+    assert!(
+        service.simple_query("SELECT 1").await.is_err(),
+        "the session was ended"
+    );
+
+    // Cleaning up again finds nothing to do.
+    let again = cleanup(&config, &want.owner, "ping", "ping", Cleanup::Drop)
+        .await
+        .expect("drop again");
+    assert!(again.steps.is_empty());
+}
+
+#[tokio::test]
+async fn retain_policy_keeps_data_for_the_same_microservice_only() {
+    let pg = start_postgres();
+    let config = admin_config(&pg);
+    let want = desired("users", "uid-1");
+    provision(&config, &want).await.expect("provision");
+    connect_as(&pg, "users", &want.password)
+        .await
+        .expect("login")
+        .batch_execute("CREATE TABLE users (id int); INSERT INTO users VALUES (42)")
+        .await
+        .expect("data");
+
+    let plan = cleanup(&config, &want.owner, "users", "users", Cleanup::Retain)
+        .await
+        .expect("retain");
+    assert_eq!(step_names(&plan.steps), ["ReleaseSchema", "ReleaseRole"]);
+
+    // Another Microservice may not take the retained name.
+    let mut stranger = desired("users", "uid-2");
+    stranger.owner.namespace = "other-team".into();
+    assert!(matches!(
+        provision(&config, &stranger).await,
+        Err(DatabaseError::Conflict(_))
+    ));
+
+    // The same Microservice, recreated (new uid), takes its data back with a new password.
+    let recreated = desired("users", "uid-3");
+    let back = provision(&config, &recreated).await.expect("reclaim");
+    assert_eq!(
+        step_names(&back.applied),
+        ["ClaimRole", "SetPassword", "ClaimSchema"]
+    );
+    let service = connect_as(&pg, "users", &recreated.password)
+        .await
+        .expect("login");
+    let kept: i32 = service
+        .query_one("SELECT id FROM users", &[])
+        .await
+        .expect("data kept")
+        .get(0);
+    assert_eq!(kept, 42);
+}
+
+#[tokio::test]
+async fn one_service_cannot_reach_another_services_schema() {
+    let pg = start_postgres();
+    let config = admin_config(&pg);
+    let alice = desired("alice", "uid-1");
+    let bob = desired("bob", "uid-2");
+    provision(&config, &alice).await.expect("alice");
+    provision(&config, &bob).await.expect("bob");
+    let alice_db = connect_as(&pg, "alice", &alice.password)
+        .await
+        .expect("alice logs in");
+    let bob_db = connect_as(&pg, "bob", &bob.password)
+        .await
+        .expect("bob logs in");
+    alice_db
+        .batch_execute("CREATE TABLE secrets (v text); INSERT INTO secrets VALUES ('alice only')")
+        .await
+        .expect("alice's table");
+
+    for statement in [
+        "SELECT * FROM alice.secrets",
+        "INSERT INTO alice.secrets VALUES ('bob was here')",
+        "CREATE TABLE alice.intruder (x int)",
+        "DROP TABLE alice.secrets",
+        "CREATE TABLE public.squatter (x int)",
+    ] {
+        let error = bob_db.batch_execute(statement).await.expect_err(statement);
+        let code = error.code().map(|c| c.code().to_string());
+        assert_eq!(code.as_deref(), Some("42501"), "{statement}: {error:?}");
+    }
+    let rows: i64 = alice_db
+        .query_one("SELECT count(*) FROM secrets", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 1);
+}
+
+#[tokio::test]
+async fn passwords_travel_only_as_verifiers() {
+    let pg = pgtemp::TempPostgres::builder()
+        .setting("log_statement", "all")
+        .start()
+        .expect("start");
+    let config = admin_config(&pg);
+    let want = desired("quiet", "uid-1");
+    let admin = admin(&pg).await;
+    provision(&config, &want).await.expect("provision");
+    let stored: String = admin
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'quiet'",
+            &[],
+        )
+        .await
+        .expect("verifier")
+        .get(0);
+    assert!(scram::matches(&stored, &want.password));
+    let log = pg.log();
+    assert!(
+        log.contains("CREATE ROLE \"quiet\""),
+        "statements are logged"
+    );
+    assert!(
+        !log.contains(&want.password),
+        "the password never reaches the server log"
+    );
+}

@@ -1,6 +1,9 @@
 //! The `CitusCluster` resource. This version supports an existing (external) coordinator;
 //! managed StatefulSets come later.
 
+// Repeated `printcolumn(...)` keys are separate columns, not duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;

@@ -1,5 +1,8 @@
 //! The `Microservice` resource: a workload plus its own database role and schema.
 
+// Repeated `printcolumn(...)` keys are separate columns, not duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::{
     EnvFromSource, EnvVar, LocalObjectReference, Probe, ResourceRequirements, Toleration,
 };

@@ -596,7 +596,7 @@ async fn report_cleanup_blocked(
             kept.insert(
                 condition.type_.clone(),
                 Observed::new(
-                    *type_,
+                    type_,
                     condition.status == "True",
                     &condition.reason,
                     condition.message.clone(),

@@ -300,3 +300,114 @@ mod tests {
         assert_eq!(human_size(1_572_864), "1.5 MiB");
     }
 }
+
+#[cfg(test)]
+mod condition_tests {
+    use super::*;
+    use crate::sql::catalog::{Placement, SchemaState};
+
+    fn get<'a>(observed: &'a [Observed], type_: &str) -> &'a Observed {
+        observed
+            .iter()
+            .find(|o| o.type_ == type_)
+            .unwrap_or_else(|| panic!("{type_} missing"))
+    }
+
+    fn citus_catalog(colocation: Option<i64>, node: Option<&str>) -> Catalog {
+        Catalog {
+            server_version: "15".into(),
+            citus_version: Some("13.2-1".into()),
+            schema: Some(SchemaState {
+                owner: "svc".into(),
+                comment: None,
+                colocation_id: colocation,
+            }),
+            placement: Some(Placement {
+                node: node.map(str::to_string),
+                size_bytes: 8192,
+            }),
+            ..Catalog::default()
+        }
+    }
+
+    #[test]
+    fn ready_needs_the_database_and_a_complete_rollout() {
+        let catalog = citus_catalog(Some(4), Some("w1:5432"));
+        let db = DatabaseOutcome::Ready {
+            catalog: &catalog,
+            endpoint: "c:5432/app".into(),
+        };
+        let rolling = Rollout {
+            exists: true,
+            available: true,
+            complete: false,
+            ..Rollout::default()
+        };
+        let observed = conditions(&db, true, &rolling);
+        assert!(!get(&observed, READY).status);
+        assert!(get(&observed, RECONCILING).status);
+        assert!(!get(&observed, STALLED).status);
+        let done = Rollout {
+            complete: true,
+            ..rolling
+        };
+        let observed = conditions(&db, true, &done);
+        assert!(get(&observed, READY).status);
+        assert!(!get(&observed, RECONCILING).status);
+        let distributed = get(&observed, SCHEMA_DISTRIBUTED);
+        assert!(distributed.status);
+        assert!(distributed
+            .message
+            .contains("colocation group 4, on node w1:5432"));
+    }
+
+    #[test]
+    fn a_conflict_stalls_and_says_so() {
+        let db = DatabaseOutcome::Failed {
+            reason: "Conflict",
+            message: "role \"svc\" already exists and is not created by Tessera".into(),
+            needs_attention: true,
+        };
+        let observed = conditions(&db, true, &Rollout::default());
+        assert!(get(&observed, STALLED).status);
+        assert!(!get(&observed, RECONCILING).status);
+        assert!(get(&observed, CONFLICT).status);
+        assert_eq!(get(&observed, AVAILABLE).reason, "WaitingForDatabase");
+        assert_eq!(get(&observed, READY).reason, "Conflict");
+    }
+
+    #[test]
+    fn an_unreachable_database_is_retried_not_stalled() {
+        let db = DatabaseOutcome::Failed {
+            reason: "DatabaseUnreachable",
+            message: "cannot reach c:5432/app".into(),
+            needs_attention: false,
+        };
+        let observed = conditions(&db, true, &Rollout::default());
+        assert!(!get(&observed, STALLED).status);
+        let reconciling = get(&observed, RECONCILING);
+        assert!(reconciling.status);
+        assert_eq!(reconciling.reason, "Retrying");
+        assert_eq!(get(&observed, DATABASE_READY).reason, "DatabaseUnreachable");
+        assert!(!get(&observed, CONFLICT).status);
+    }
+
+    #[test]
+    fn plain_postgresql_reports_no_distribution() {
+        let catalog = Catalog {
+            server_version: "15".into(),
+            ..Catalog::default()
+        };
+        let db = DatabaseOutcome::Ready {
+            catalog: &catalog,
+            endpoint: "c:5432/app".into(),
+        };
+        let observed = conditions(&db, true, &Rollout::default());
+        let distributed = get(&observed, SCHEMA_DISTRIBUTED);
+        assert!(!distributed.status);
+        assert_eq!(distributed.reason, "CitusNotInstalled");
+        let status = database_status(&catalog, "svc", "svc", "svc-db", "c:5432");
+        assert_eq!(status.node.as_deref(), Some("c:5432"));
+        assert!(!status.distributed);
+    }
+}

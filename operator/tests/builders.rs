@@ -1,0 +1,197 @@
+//! Builders and validation from YAML fixtures.
+//!
+//! `fixtures/builders/<case>/microservice.yaml` goes in; the Secret, Deployment and Service that
+//! come out must equal the `secret.yaml`, `deployment.yaml` and `service.yaml` beside it (no
+//! `service.yaml` means no Service). Run with `TESSERA_BLESS=1` to rewrite the expected files
+//! after an intended change, then review the diff.
+//! `fixtures/invalid/*.yaml` must fail validation with the message on their first line.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tessera::crd::Microservice;
+use tessera::microservice::build::{self, ConnectionDetails};
+use tessera::microservice::validate::validate;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn read_microservice(path: &Path) -> Microservice {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn details() -> ConnectionDetails {
+    ConnectionDetails {
+        host: "coordinator.citus.svc".into(),
+        port: 5432,
+        dbname: "app".into(),
+        user: "will be replaced".into(),
+        password: "p@ss:w/rd?&=".into(),
+    }
+}
+
+/// Compares `actual` with the expected file, or writes it when blessing.
+fn check<T: Serialize>(dir: &Path, file: &str, actual: Option<&T>) -> Result<(), String> {
+    let path = dir.join(file);
+    let actual = actual.map(|value| serde_yaml::to_string(value).expect("serialize"));
+    if std::env::var_os("TESSERA_BLESS").is_some() {
+        match &actual {
+            Some(text) => std::fs::write(&path, text).expect("write expected file"),
+            None => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        return Ok(());
+    }
+    let expected = std::fs::read_to_string(&path).ok();
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} differs from what the builder makes (TESSERA_BLESS=1 rewrites it):\n--- expected\n{}\n--- actual\n{}",
+            path.display(),
+            expected.unwrap_or_else(|| "(no file)".into()),
+            actual.unwrap_or_else(|| "(nothing)".into())
+        ))
+    }
+}
+
+#[test]
+fn builders_match_their_fixtures() {
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for entry in std::fs::read_dir(fixtures().join("builders")).expect("fixtures") {
+        let dir = entry.expect("entry").path();
+        let ms = read_microservice(&dir.join("microservice.yaml"));
+        let effective = validate(&ms).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let data = build::secret_data(&ConnectionDetails {
+            user: effective.role.clone(),
+            ..details()
+        });
+        let digest = build::secret_digest(&data);
+        let results = [
+            check(
+                &dir,
+                "secret.yaml",
+                Some(&build::secret(&ms, &effective, &data)),
+            ),
+            check(
+                &dir,
+                "deployment.yaml",
+                Some(&build::deployment(&ms, &effective, &digest)),
+            ),
+            check(
+                &dir,
+                "service.yaml",
+                build::service(&ms, &effective).as_ref(),
+            ),
+        ];
+        failures.extend(results.into_iter().filter_map(Result::err));
+        cases += 1;
+    }
+    assert!(cases >= 3, "fixtures found: {cases}");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn secret_uris_are_percent_encoded() {
+    let data = build::secret_data(&ConnectionDetails {
+        user: "users_rw".into(),
+        ..details()
+    });
+    assert_eq!(
+        data["uri"],
+        "postgresql://users_rw:p%40ss%3Aw%2Frd%3F%26%3D@coordinator.citus.svc:5432/app"
+    );
+    assert_eq!(data["DATABASE_URL"], data["uri"]);
+    assert_eq!(
+        data["jdbc-uri"],
+        "jdbc:postgresql://coordinator.citus.svc:5432/app?user=users_rw&password=p%40ss%3Aw%2Frd%3F%26%3D"
+    );
+    for key in [
+        "host",
+        "port",
+        "dbname",
+        "user",
+        "password",
+        "PGHOST",
+        "PGPORT",
+        "PGDATABASE",
+        "PGUSER",
+        "PGPASSWORD",
+    ] {
+        assert!(data.contains_key(key), "{key}");
+    }
+    assert_eq!(data["PGPASSWORD"], "p@ss:w/rd?&=");
+
+    let v6 = build::secret_data(&ConnectionDetails {
+        host: "::1".into(),
+        ..details()
+    });
+    assert!(v6["uri"].contains("@[::1]:5432/"), "{}", v6["uri"]);
+}
+
+#[test]
+fn the_pods_roll_when_and_only_when_the_secret_changes() {
+    let ms = read_microservice(&fixtures().join("builders/minimal/microservice.yaml"));
+    let effective = validate(&ms).expect("valid");
+    let template_digest = |password: &str| {
+        let data = build::secret_data(&ConnectionDetails {
+            password: password.into(),
+            ..details()
+        });
+        let deployment = build::deployment(&ms, &effective, &build::secret_digest(&data));
+        deployment
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get(build::SECRET_DIGEST_ANNOTATION).cloned())
+            .expect("digest annotation")
+    };
+    assert_eq!(template_digest("one"), template_digest("one"));
+    assert_ne!(template_digest("one"), template_digest("two"));
+}
+
+#[test]
+fn invalid_fixtures_fail_with_their_message() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(fixtures().join("invalid")).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read");
+        let expected = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} lacks '# expect:'", path.display()))
+            .to_string();
+        let ms = read_microservice(&path);
+        match validate(&ms) {
+            Ok(_) => panic!("{} validated", path.display()),
+            Err(error) => assert!(
+                error.to_string().contains(&expected),
+                "{}: {error}\nexpected: {expected}",
+                path.display()
+            ),
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8);
+}
+
+#[test]
+fn defaults_derive_from_the_resource_name() {
+    let ms = read_microservice(&fixtures().join("builders/minimal/microservice.yaml"));
+    let effective = validate(&ms).expect("valid");
+    assert_eq!(effective.role, "ping_service");
+    assert_eq!(effective.schema, "ping_service");
+    assert_eq!(effective.secret_name, "ping-service-db");
+    assert!(effective.distribute);
+    assert_eq!(effective.connection_limit, -1);
+    assert_eq!(ms.spec.replicas, 1);
+    assert_eq!(
+        ms.spec.database.deletion_policy,
+        tessera::crd::microservice::DeletionPolicy::Retain
+    );
+}

@@ -6,6 +6,8 @@
 //! When the process runs as root the server runs as the `postgres` system user (PostgreSQL
 //! refuses to run as root), so the directories are handed to that user.
 
+pub mod citus;
+
 use std::fs;
 use std::io::Read;
 use std::net::TcpListener;
@@ -183,6 +185,7 @@ pub struct Builder {
     settings: Vec<(String, String)>,
     preload: Vec<String>,
     trust_tcp: bool,
+    password: Option<String>,
 }
 
 impl Default for Builder {
@@ -201,6 +204,7 @@ impl Default for Builder {
             ],
             preload: Vec::new(),
             trust_tcp: false,
+            password: None,
         }
     }
 }
@@ -244,6 +248,13 @@ impl Builder {
         self
     }
 
+    /// The superuser's password for a new cluster (default: random). A kept data directory keeps
+    /// the password it was created with.
+    pub fn superuser_password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
     pub fn start(self) -> Result<TempPostgres, Error> {
         let installation = Installation::detect()?;
         let (root, keep) = match &self.data_dir {
@@ -269,7 +280,10 @@ impl Builder {
                 .trim()
                 .to_string()
         } else {
-            let password = random_password()?;
+            let password = match &self.password {
+                Some(password) => password.clone(),
+                None => random_password()?,
+            };
             fs::write(&password_file, &password).map_err(io_err("write password file"))?;
             installation.hand_over(&password_file)?;
             init_cluster(&installation, &data, &password_file, self.trust_tcp)?;
@@ -537,6 +551,7 @@ impl TempPostgres {
             settings: self.builder_settings.clone(),
             preload: self.preload.clone(),
             trust_tcp: false,
+            password: None,
         };
         let data = self.root.path().join("data");
         let socket_dir = self.root.path().join("socket");

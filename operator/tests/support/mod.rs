@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pgtemp::TempPostgres;
 use tessera::sql::{ConnectionConfig, Desired, Owner};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 pub fn start_postgres() -> TempPostgres {
     TempPostgres::start().expect("start a temporary PostgreSQL")
@@ -27,17 +27,8 @@ pub async fn connect_as(
     pg: &TempPostgres,
     user: &str,
     password: &str,
-) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host(pg.host())
-        .port(pg.port())
-        .dbname("postgres")
-        .user(user)
-        .password(password)
-        .connect(NoTls)
-        .await?;
-    tokio::spawn(connection);
-    Ok(client)
+) -> Result<Client, pgtemp::citus::CitusError> {
+    pgtemp::citus::connect(pg, user, password).await
 }
 
 pub async fn admin(pg: &TempPostgres) -> Client {
@@ -68,84 +59,17 @@ pub fn desired(name: &str, uid: &str) -> Desired {
     }
 }
 
-/// A coordinator with two workers, all with Citus loaded, or `None` (after printing a SKIPPED
-/// line) when Citus is not installed here.
-pub struct CitusCluster {
-    pub coordinator: TempPostgres,
-    pub workers: Vec<TempPostgres>,
-}
-
-pub async fn start_citus(test: &str) -> Option<CitusCluster> {
-    let installation = pgtemp::Installation::detect().expect("PostgreSQL installation");
-    if !installation.has_extension("citus") {
-        println!("SKIPPED: {test}: Citus is not installed in this PostgreSQL");
+/// A coordinator with two workers, or `None` (after printing a SKIPPED line) when Citus is not
+/// installed here.
+pub async fn start_citus(test: &str) -> Option<pgtemp::citus::CitusCluster> {
+    if !pgtemp::citus::available_or_skip(test) {
         return None;
     }
-    let start = |trust| {
-        TempPostgres::builder()
-            .preload("citus")
-            .setting("wal_level", "logical")
-            .setting("max_connections", "60")
-            .trust_tcp(trust)
-            .start()
-            .expect("start a Citus node")
-    };
-    // Workers are reached by the coordinator as whichever role runs a query, so they trust
-    // loopback; the coordinator, which services log in to, checks passwords.
-    let coordinator = start(false);
-    let workers = vec![start(true), start(true)];
-    let admin = admin(&coordinator).await;
-    let available: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_available_extensions WHERE name = 'citus'",
-            &[],
-        )
-        .await
-        .expect("query")
-        .get(0);
-    assert_eq!(
-        available, 1,
-        "citus.control exists, so pg_available_extensions must list it"
-    );
-    for worker in &workers {
-        let client = crate::support::admin_trust(worker).await;
-        client
-            .batch_execute("CREATE EXTENSION citus")
+    Some(
+        pgtemp::citus::CitusCluster::start(2)
             .await
-            .expect("citus on worker");
-    }
-    admin
-        .batch_execute("CREATE EXTENSION citus")
-        .await
-        .expect("citus on coordinator");
-    admin
-        .execute(
-            "SELECT citus_set_coordinator_host($1, $2)",
-            &[&coordinator.host(), &i32::from(coordinator.port())],
-        )
-        .await
-        .expect("set coordinator host");
-    // The coordinator reaches itself too; give Citus the superuser password for that.
-    admin
-        .execute(
-            "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, 'postgres', $1)",
-            &[&format!("password={}", coordinator.superuser_password())],
-        )
-        .await
-        .expect("authinfo");
-    for worker in &workers {
-        admin
-            .execute(
-                "SELECT citus_add_node($1, $2)",
-                &[&worker.host(), &i32::from(worker.port())],
-            )
-            .await
-            .expect("add worker");
-    }
-    Some(CitusCluster {
-        coordinator,
-        workers,
-    })
+            .expect("start a Citus cluster"),
+    )
 }
 
 pub async fn admin_trust(pg: &TempPostgres) -> Client {

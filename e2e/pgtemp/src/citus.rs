@@ -1,0 +1,139 @@
+//! A local Citus cluster for tests (async): a coordinator and workers, each a temporary
+//! PostgreSQL with Citus preloaded, the workers registered with the coordinator.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::TempPostgres;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CitusError {
+    #[error(transparent)]
+    Start(#[from] crate::Error),
+    #[error("{what}: {source}")]
+    Sql {
+        what: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("pg_available_extensions does not list citus although its control file exists")]
+    NotAvailable,
+}
+
+fn sql(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> CitusError {
+    let what = what.into();
+    move |source| CitusError::Sql { what, source }
+}
+
+/// Whether the local PostgreSQL has the Citus extension; prints the SKIPPED line when not.
+pub fn available_or_skip(test: &str) -> bool {
+    let installed = crate::Installation::detect()
+        .map(|i| i.has_extension("citus"))
+        .unwrap_or(false);
+    if !installed {
+        println!("SKIPPED: {test}: Citus is not installed in this PostgreSQL");
+    }
+    installed
+}
+
+/// Connects to `pg` over TCP as `user`.
+pub async fn connect(pg: &TempPostgres, user: &str, password: &str) -> Result<Client, CitusError> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(pg.host())
+        .port(pg.port())
+        .dbname("postgres")
+        .user(user)
+        .password(password)
+        .connect_timeout(Duration::from_secs(10))
+        .connect(NoTls)
+        .await
+        .map_err(sql(format!(
+            "connect to {}:{} as {user}",
+            pg.host(),
+            pg.port()
+        )))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Connects as the superuser with its password.
+pub async fn superuser(pg: &TempPostgres) -> Result<Client, CitusError> {
+    connect(pg, pg.superuser(), pg.superuser_password()).await
+}
+
+pub struct CitusCluster {
+    pub coordinator: TempPostgres,
+    pub workers: Vec<TempPostgres>,
+}
+
+impl CitusCluster {
+    /// Starts a coordinator and `workers` workers. Workers trust loopback because the
+    /// coordinator reaches them as whichever role runs a query; the coordinator, which services
+    /// log in to, checks passwords.
+    pub async fn start(workers: usize) -> Result<Self, CitusError> {
+        let start = |trust| {
+            TempPostgres::builder()
+                .preload("citus")
+                .setting("wal_level", "logical")
+                .setting("max_connections", "60")
+                .trust_tcp(trust)
+                .start()
+        };
+        let coordinator = start(false)?;
+        let workers = (0..workers)
+            .map(|_| start(true))
+            .collect::<Result<Vec<_>, _>>()?;
+        let admin = superuser(&coordinator).await?;
+        let listed: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_available_extensions WHERE name = 'citus'",
+                &[],
+            )
+            .await
+            .map_err(sql("list extensions"))?
+            .get(0);
+        if listed != 1 {
+            return Err(CitusError::NotAvailable);
+        }
+        for worker in &workers {
+            connect(worker, worker.superuser(), "")
+                .await?
+                .batch_execute("CREATE EXTENSION citus")
+                .await
+                .map_err(sql("create citus on a worker"))?;
+        }
+        admin
+            .batch_execute("CREATE EXTENSION citus")
+            .await
+            .map_err(sql("create citus on the coordinator"))?;
+        admin
+            .execute(
+                "SELECT citus_set_coordinator_host($1, $2)",
+                &[&coordinator.host(), &i32::from(coordinator.port())],
+            )
+            .await
+            .map_err(sql("set the coordinator host"))?;
+        // The coordinator also connects to itself; give Citus the superuser password for that.
+        admin
+            .execute(
+                "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, 'postgres', $1)",
+                &[&format!("password={}", coordinator.superuser_password())],
+            )
+            .await
+            .map_err(sql("store the superuser password for node connections"))?;
+        for worker in &workers {
+            admin
+                .execute(
+                    "SELECT citus_add_node($1, $2)",
+                    &[&worker.host(), &i32::from(worker.port())],
+                )
+                .await
+                .map_err(sql("register a worker"))?;
+        }
+        Ok(Self {
+            coordinator,
+            workers,
+        })
+    }
+}

@@ -1,0 +1,432 @@
+//! A real Kubernetes control plane on loopback: etcd, kube-apiserver (RBAC on), the controller
+//! manager, the scheduler, and kwok standing in for kubelets on a few fake nodes, so Deployments
+//! and StatefulSets roll out and become Available.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::pki::{CertFiles, Identity, Pki};
+use crate::process::{self, Managed};
+use crate::tools::Tools;
+
+/// The kwok stages (node and pod lifecycles) the fake nodes follow.
+const KWOK_STAGES: &str = include_str!("../kwok/stages.yaml");
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The client identities the harness issues certificates for.
+pub const ADMIN: &str = "admin";
+pub const OPERATOR: &str = "operator";
+/// The user name the operator's certificate carries; manifests/rbac.yaml binds it.
+pub const OPERATOR_USER: &str = "tessera-operator";
+
+/// What `up` leaves behind for `down` and for tests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub dir: PathBuf,
+    pub server: String,
+    pub admin_kubeconfig: PathBuf,
+    pub operator_kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+    pub nodes: Vec<String>,
+}
+
+impl State {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("state.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("no control plane at {} ({})", dir.display(), path.display())
+        })?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// kubectl with the admin kubeconfig.
+    pub fn kubectl(&self) -> Command {
+        let mut command = Command::new(&self.kubectl);
+        command.arg("--kubeconfig").arg(&self.admin_kubeconfig);
+        command
+    }
+
+    /// Runs kubectl as admin and returns its stdout, failing with its stderr.
+    pub fn kubectl_output(&self, args: &[&str]) -> Result<String> {
+        let output = self
+            .kubectl()
+            .args(args)
+            .output()
+            .with_context(|| format!("run kubectl {}", args.join(" ")))?;
+        if !output.status.success() {
+            bail!(
+                "kubectl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
+/// A running control plane; dropping it stops every process and removes nothing else (the
+/// directory belongs to the caller).
+pub struct ControlPlane {
+    pub state: State,
+    processes: Vec<Managed>,
+    detached: bool,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn kubeconfig(
+    path: &Path,
+    server: &str,
+    ca: &CertFiles,
+    client: &CertFiles,
+    user: &str,
+) -> Result<()> {
+    let b64 = |text: String| base64::engine::general_purpose::STANDARD.encode(text);
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "tessera-e2e", "cluster": {
+            "server": server,
+            "certificate-authority-data": b64(ca.cert_pem()?),
+        }}],
+        "users": [{"name": user, "user": {
+            "client-certificate-data": b64(client.cert_pem()?),
+            "client-key-data": b64(client.key_pem()?),
+        }}],
+        "contexts": [{"name": "tessera-e2e", "context": {"cluster": "tessera-e2e", "user": user}}],
+        "current-context": "tessera-e2e",
+    });
+    std::fs::write(path, serde_yaml::to_string(&config)?)?;
+    Ok(())
+}
+
+impl ControlPlane {
+    /// Starts everything in `dir` (created if needed) and waits until it is healthy, with
+    /// `nodes` kwok nodes Ready.
+    pub fn start(tools: &Tools, dir: &Path, nodes: usize) -> Result<Self> {
+        let started = Instant::now();
+        std::fs::create_dir_all(dir)?;
+        let dir = dir.canonicalize()?;
+        let mut plane = ControlPlane {
+            state: State {
+                dir: dir.clone(),
+                server: String::new(),
+                admin_kubeconfig: dir.join("admin.kubeconfig"),
+                operator_kubeconfig: dir.join("operator.kubeconfig"),
+                kubectl: tools.path("kubectl")?.to_path_buf(),
+                nodes: (0..nodes).map(|i| format!("kwok-node-{i}")).collect(),
+            },
+            processes: Vec::new(),
+            detached: false,
+        };
+        // On failure the partly started plane is dropped, which stops what did start.
+        plane.boot(tools)?;
+        eprintln!(
+            "control plane ready at {} in {:.1}s",
+            plane.state.server,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(plane)
+    }
+
+    fn boot(&mut self, tools: &Tools) -> Result<()> {
+        let dir = self.state.dir.clone();
+        let pki = Pki::create(
+            &dir.join("pki"),
+            &[
+                Identity {
+                    file_stem: ADMIN,
+                    user: "tessera-e2e-admin",
+                    groups: &["system:masters"],
+                },
+                Identity {
+                    file_stem: OPERATOR,
+                    user: OPERATOR_USER,
+                    groups: &[],
+                },
+                Identity {
+                    file_stem: "controller-manager",
+                    user: "system:kube-controller-manager",
+                    groups: &[],
+                },
+                Identity {
+                    file_stem: "scheduler",
+                    user: "system:kube-scheduler",
+                    groups: &[],
+                },
+                Identity {
+                    file_stem: "kwok",
+                    user: "kwok",
+                    groups: &["system:masters"],
+                },
+            ],
+        )?;
+        let etcd_client = free_port()?;
+        let etcd_peer = free_port()?;
+        let apiserver_port = free_port()?;
+        let server = format!("https://127.0.0.1:{apiserver_port}");
+        self.state.server = server.clone();
+        for (stem, user, path) in [
+            (ADMIN, "admin", self.state.admin_kubeconfig.clone()),
+            (
+                OPERATOR,
+                OPERATOR_USER,
+                self.state.operator_kubeconfig.clone(),
+            ),
+            (
+                "controller-manager",
+                "controller-manager",
+                dir.join("controller-manager.kubeconfig"),
+            ),
+            ("scheduler", "scheduler", dir.join("scheduler.kubeconfig")),
+            ("kwok", "kwok", dir.join("kwok.kubeconfig")),
+        ] {
+            kubeconfig(&path, &server, &pki.ca, pki.client(stem)?, user)?;
+        }
+
+        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+        let mut etcd = Command::new(tools.path("etcd")?);
+        etcd.arg("--name=e2e")
+            .arg(format!("--data-dir={}", dir.join("etcd").display()))
+            .arg(format!("--listen-client-urls={etcd_url}"))
+            .arg(format!("--advertise-client-urls={etcd_url}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"
+            ))
+            .arg(format!(
+                "--initial-cluster=e2e=http://127.0.0.1:{etcd_peer}"
+            ))
+            .arg("--unsafe-no-fsync")
+            .arg("--log-level=warn");
+        let etcd = self.spawn("etcd", etcd)?;
+        wait_for(&etcd, "etcd answers /health", || {
+            http_ok("127.0.0.1", etcd_client, "/health")
+        })?;
+
+        let mut apiserver = Command::new(tools.path("kube-apiserver")?);
+        apiserver
+            .arg(format!("--etcd-servers={etcd_url}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg("--advertise-address=127.0.0.1")
+            .arg(format!("--secure-port={apiserver_port}"))
+            .arg(format!(
+                "--cert-dir={}",
+                dir.join("apiserver-certs").display()
+            ))
+            .arg(format!("--tls-cert-file={}", pki.apiserver.cert.display()))
+            .arg(format!(
+                "--tls-private-key-file={}",
+                pki.apiserver.key.display()
+            ))
+            .arg(format!("--client-ca-file={}", pki.ca.cert.display()))
+            .arg("--authorization-mode=RBAC")
+            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg(format!(
+                "--service-account-key-file={}",
+                pki.service_account_public_key.display()
+            ))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                pki.service_account_key.display()
+            ))
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--allow-privileged=true")
+            // Loopback cannot be published as the kubernetes Service endpoint.
+            .arg("--endpoint-reconciler-type=none")
+            .arg("--profiling=false")
+            .arg("--v=1");
+        let apiserver = self.spawn("kube-apiserver", apiserver)?;
+        let state = self.state.clone();
+        wait_for(&apiserver, "kube-apiserver answers /readyz", || {
+            state.kubectl_output(&["get", "--raw", "/readyz"]).is_ok()
+        })?;
+
+        let mut manager = Command::new(tools.path("kube-controller-manager")?);
+        manager
+            .arg(format!(
+                "--kubeconfig={}",
+                dir.join("controller-manager.kubeconfig").display()
+            ))
+            .arg(format!(
+                "--authentication-kubeconfig={}",
+                dir.join("controller-manager.kubeconfig").display()
+            ))
+            .arg(format!(
+                "--authorization-kubeconfig={}",
+                dir.join("controller-manager.kubeconfig").display()
+            ))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={}", free_port()?))
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                pki.service_account_key.display()
+            ))
+            .arg(format!("--root-ca-file={}", pki.ca.cert.display()))
+            .arg("--use-service-account-credentials=true")
+            .arg("--leader-elect=false")
+            .arg("--v=1");
+        let manager = self.spawn("kube-controller-manager", manager)?;
+
+        let mut scheduler = Command::new(tools.path("kube-scheduler")?);
+        scheduler
+            .arg(format!(
+                "--kubeconfig={}",
+                dir.join("scheduler.kubeconfig").display()
+            ))
+            .arg(format!(
+                "--authentication-kubeconfig={}",
+                dir.join("scheduler.kubeconfig").display()
+            ))
+            .arg(format!(
+                "--authorization-kubeconfig={}",
+                dir.join("scheduler.kubeconfig").display()
+            ))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={}", free_port()?))
+            .arg("--leader-elect=false")
+            .arg("--v=1");
+        let scheduler = self.spawn("kube-scheduler", scheduler)?;
+
+        let stages = dir.join("kwok-stages.yaml");
+        std::fs::write(&stages, KWOK_STAGES)?;
+        let mut kwok = Command::new(tools.path("kwok")?);
+        kwok.arg(format!(
+            "--kubeconfig={}",
+            dir.join("kwok.kubeconfig").display()
+        ))
+        .arg(format!("--config={}", stages.display()))
+        .arg("--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake")
+        .arg("--cidr=10.244.0.0/16")
+        .arg("--node-ip=10.96.0.1")
+        .arg("--node-lease-duration-seconds=40")
+        .arg(format!("--server-address=127.0.0.1:{}", free_port()?));
+        let kwok = self.spawn("kwok", kwok)?;
+
+        // Service accounts exist once the controller manager runs; pods need the default one.
+        wait_for(
+            &manager,
+            "the controller manager creates the default ServiceAccount",
+            || {
+                state
+                    .kubectl_output(&["get", "serviceaccount", "default", "-n", "default"])
+                    .is_ok()
+            },
+        )?;
+        let _ = &scheduler;
+        self.register_nodes()?;
+        wait_for(&kwok, "kwok marks the fake nodes Ready", || {
+            state
+                .kubectl_output(&[
+                    "wait",
+                    "--for=condition=Ready",
+                    "node",
+                    "--all",
+                    "--timeout=2s",
+                ])
+                .is_ok()
+        })?;
+        std::fs::write(
+            dir.join("state.json"),
+            serde_json::to_string_pretty(&self.state)?,
+        )?;
+        Ok(())
+    }
+
+    fn spawn(&mut self, name: &str, command: Command) -> Result<Managed> {
+        let managed = process::spawn(&self.state.dir, name, command)?;
+        self.processes.push(managed.clone());
+        Ok(managed)
+    }
+
+    fn register_nodes(&self) -> Result<()> {
+        let mut manifest = String::new();
+        for name in &self.state.nodes {
+            manifest.push_str(&format!(
+                "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations:\n    kwok.x-k8s.io/node: fake\n    node.alpha.kubernetes.io/ttl: \"0\"\n  labels:\n    kubernetes.io/hostname: {name}\n    kubernetes.io/os: linux\n    kubernetes.io/arch: amd64\n    type: kwok\nspec:\n  taints: []\n"
+            ));
+        }
+        let path = self.state.dir.join("nodes.yaml");
+        std::fs::write(&path, manifest)?;
+        self.state
+            .kubectl_output(&["apply", "-f", &path.display().to_string()])?;
+        Ok(())
+    }
+
+    /// Leaves the processes running after this handle is dropped (for `up`).
+    pub fn detach(mut self) -> State {
+        self.detached = true;
+        self.state.clone()
+    }
+
+    pub fn stop(&mut self) {
+        for managed in self.processes.drain(..).rev() {
+            process::stop(managed.pid, Duration::from_secs(10));
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.stop();
+        }
+    }
+}
+
+/// Stops a control plane that `up` left running in `dir`.
+pub fn down(dir: &Path) {
+    process::stop_all(dir);
+}
+
+/// Polls `ready` until it holds, failing with the component's log if it exits or time runs out.
+fn wait_for(component: &Managed, what: &str, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        process::reap();
+        if !process::is_alive(component.pid) {
+            bail!(
+                "{} exited while waiting until {what}; its log ({}):\n{}",
+                component.name,
+                component.log.display(),
+                process::tail(&component.log, 60)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "timed out after {STARTUP_TIMEOUT:?} waiting until {what}; {} log ({}):\n{}",
+                component.name,
+                component.log.display(),
+                process::tail(&component.log, 60)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A plain HTTP GET on loopback that answers 200.
+fn http_ok(host: &str, port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect((host, port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+}

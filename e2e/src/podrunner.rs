@@ -1,0 +1,286 @@
+//! The kubelet stand-in for pods whose process a test needs.
+//!
+//! A pod labelled `tessera.dev/pod-runner: postgres` that the scheduler placed on a node gets a
+//! real PostgreSQL (with Citus preloaded where it is installed):
+//! - on its own loopback address (127.0.0.10 and up), on the container port named `postgres`
+//!   (else the first container port, else 5432);
+//! - reachable by the pod's stable DNS names (`<hostname>.<subdomain>.<namespace>.svc.cluster.local`,
+//!   and the shorter `.svc` and `<namespace>` forms), written to the hosts file for the run;
+//! - with its data directory kept per PersistentVolumeClaim (`<state>/volumes/<namespace>/<claim>`),
+//!   so a pod that is deleted and recreated by its StatefulSet finds its data again;
+//! - with the superuser password from the container's `POSTGRES_PASSWORD` (a value or a Secret
+//!   reference) and password authentication, or trust when `POSTGRES_HOST_AUTH_METHOD=trust`.
+//!
+//! The pod runner reports the pod Running and Ready with the loopback address as pod IP once the
+//! server accepts connections, and when the pod is deleted it stops the server, removes the host
+//! names and lets the pod go. Other pods are left to kwok.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, ResourceExt};
+use pgtemp::TempPostgres;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::hosts::HostsFile;
+
+pub const LABEL: &str = "tessera.dev/pod-runner";
+const FIRST_ADDRESS: u8 = 10;
+
+struct Running {
+    server: TempPostgres,
+    names: Vec<String>,
+}
+
+struct Runner {
+    client: Client,
+    state_dir: PathBuf,
+    hosts: HostsFile,
+    running: Mutex<HashMap<String, Running>>,
+    addresses: Mutex<HashMap<String, Ipv4Addr>>,
+}
+
+/// Runs until `shutdown` resolves, then stops every server it started.
+pub async fn run(
+    client: Client,
+    state_dir: PathBuf,
+    run_id: String,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let runner = Arc::new(Runner {
+        client: client.clone(),
+        state_dir,
+        hosts: HostsFile::new(&run_id),
+        running: Mutex::new(HashMap::new()),
+        addresses: Mutex::new(HashMap::new()),
+    });
+    let pods: Api<Pod> = Api::all(client);
+    let events = watcher::watcher(pods, watcher::Config::default().labels(LABEL)).default_backoff();
+    let loop_runner = runner.clone();
+    let watch = async move {
+        futures::pin_mut!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(Event::Apply(pod)) | Ok(Event::InitApply(pod)) => {
+                    if let Err(error) = loop_runner.observe(pod).await {
+                        tracing::warn!(error = format!("{error:#}"), "pod runner");
+                    }
+                }
+                Ok(Event::Delete(pod)) => loop_runner.stop(&key(&pod)).await,
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, "pod watch"),
+            }
+        }
+    };
+    tokio::select! {
+        _ = watch => {}
+        _ = shutdown => {}
+    }
+    runner.stop_all().await;
+    Ok(())
+}
+
+fn key(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+/// The stable names of a pod with a hostname and subdomain (a StatefulSet pod).
+pub fn dns_names(pod: &Pod) -> Vec<String> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let hostname = spec.hostname.unwrap_or_else(|| pod.name_any());
+    match spec.subdomain {
+        Some(subdomain) => vec![
+            format!("{hostname}.{subdomain}.{namespace}.svc.cluster.local"),
+            format!("{hostname}.{subdomain}.{namespace}.svc"),
+            format!("{hostname}.{subdomain}.{namespace}"),
+        ],
+        None => vec![format!("{hostname}.{namespace}.pod.cluster.local")],
+    }
+}
+
+impl Runner {
+    async fn observe(&self, pod: Pod) -> Result<()> {
+        let key = key(&pod);
+        if pod.metadata.deletion_timestamp.is_some() {
+            self.stop(&key).await;
+            let pods: Api<Pod> =
+                Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+            let _ = pods
+                .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+                .await;
+            return Ok(());
+        }
+        let scheduled = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .is_some();
+        if !scheduled || self.running.lock().await.contains_key(&key) {
+            return Ok(());
+        }
+        let kind = pod.labels().get(LABEL).cloned().unwrap_or_default();
+        if kind != "postgres" {
+            tracing::warn!(pod = %key, kind, "the pod runner runs only postgres pods");
+            return Ok(());
+        }
+        self.start_postgres(&pod).await
+    }
+
+    async fn address(&self, key: &str) -> Ipv4Addr {
+        let mut addresses = self.addresses.lock().await;
+        let next = FIRST_ADDRESS.saturating_add(u8::try_from(addresses.len()).unwrap_or(200));
+        *addresses
+            .entry(key.to_string())
+            .or_insert(Ipv4Addr::new(127, 0, 0, next))
+    }
+
+    async fn start_postgres(&self, pod: &Pod) -> Result<()> {
+        let key = key(pod);
+        let namespace = pod.namespace().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let container = spec.containers.first().cloned().unwrap_or_default();
+        let port = container
+            .ports
+            .as_ref()
+            .and_then(|ports| {
+                ports
+                    .iter()
+                    .find(|p| p.name.as_deref() == Some("postgres"))
+                    .or_else(|| ports.first())
+                    .map(|p| p.container_port)
+            })
+            .unwrap_or(5432);
+        let env = container.env.clone().unwrap_or_default();
+        let env_value = |name: &str| env.iter().find(|e| e.name == name).cloned();
+        let password = match env_value("POSTGRES_PASSWORD") {
+            Some(var) => match (var.value, var.value_from.and_then(|v| v.secret_key_ref)) {
+                (Some(value), _) => Some(value),
+                (None, Some(reference)) => {
+                    let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+                    let secret = secrets
+                        .get(&reference.name)
+                        .await
+                        .context("read password Secret")?;
+                    secret
+                        .data
+                        .and_then(|d| d.get(&reference.key).cloned())
+                        .and_then(|v| String::from_utf8(v.0).ok())
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        let trust = env_value("POSTGRES_HOST_AUTH_METHOD")
+            .and_then(|v| v.value)
+            .as_deref()
+            == Some("trust");
+        let claim = spec
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|v| v.persistent_volume_claim.map(|c| c.claim_name));
+        let data_dir = match claim {
+            Some(claim) => self.state_dir.join("volumes").join(&namespace).join(claim),
+            None => self
+                .state_dir
+                .join("pods")
+                .join(&namespace)
+                .join(pod.name_any()),
+        };
+        let ip = self.address(&key).await;
+        let mut builder = TempPostgres::builder()
+            .host(ip.to_string())
+            .port(u16::try_from(port).context("port")?)
+            .data_dir(&data_dir)
+            .trust_tcp(trust)
+            .setting("wal_level", "logical");
+        if let Some(password) = password {
+            builder = builder.superuser_password(password);
+        }
+        if pgtemp::Installation::detect()?.has_extension("citus") {
+            builder = builder.preload("citus");
+        }
+        let server = tokio::task::spawn_blocking(move || builder.start())
+            .await
+            .context("join")?
+            .with_context(|| format!("start PostgreSQL for pod {key}"))?;
+        let names = dns_names(pod);
+        self.hosts.set(&ip.to_string(), &names)?;
+        tracing::info!(pod = %key, address = %ip, port, names = ?names, "PostgreSQL runs for pod");
+        self.running
+            .lock()
+            .await
+            .insert(key.clone(), Running { server, names });
+        self.report_running(pod, ip).await
+    }
+
+    async fn report_running(&self, pod: &Pod, ip: Ipv4Addr) -> Result<()> {
+        let now = Timestamp::now().to_string();
+        let containers: Vec<_> = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| {
+                json!({
+                    "name": c.name, "image": c.image.unwrap_or_default(), "imageID": "",
+                    "ready": true, "started": true, "restartCount": 0,
+                    "state": {"running": {"startedAt": now}},
+                })
+            })
+            .collect();
+        let status = json!({"status": {
+            "phase": "Running",
+            "podIP": ip.to_string(),
+            "podIPs": [{"ip": ip.to_string()}],
+            "hostIP": ip.to_string(),
+            "startTime": now,
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                {"type": "Ready", "status": "True", "lastTransitionTime": now},
+            ],
+            "containerStatuses": containers,
+        }});
+        let pods: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        pods.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .context("report pod status")?;
+        Ok(())
+    }
+
+    async fn stop(&self, key: &str) {
+        let running = self.running.lock().await.remove(key);
+        if let Some(mut running) = running {
+            let _ = self.hosts.remove(&running.names);
+            let _ = tokio::task::spawn_blocking(move || running.server.stop()).await;
+            tracing::info!(pod = %key, "PostgreSQL stopped");
+        }
+    }
+
+    async fn stop_all(&self) {
+        let keys: Vec<String> = self.running.lock().await.keys().cloned().collect();
+        for key in keys {
+            self.stop(&key).await;
+        }
+        let _ = self.hosts.clear();
+    }
+}

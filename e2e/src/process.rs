@@ -1,0 +1,130 @@
+//! Background processes with a log file and a pid file each, so that a later command (`down`)
+//! can stop what an earlier one (`up`) started.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// A process started by the harness.
+#[derive(Debug, Clone)]
+pub struct Managed {
+    pub name: String,
+    pub pid: i32,
+    pub log: PathBuf,
+}
+
+/// Starts `command` in its own process group (a Ctrl-C in the terminal does not reach it), with
+/// stdout and stderr appended to `<dir>/logs/<name>.log` and its pid in `<dir>/pids/<name>.pid`.
+pub fn spawn(dir: &Path, name: &str, mut command: Command) -> Result<Managed> {
+    let logs = dir.join("logs");
+    let pids = dir.join("pids");
+    fs::create_dir_all(&logs)?;
+    fs::create_dir_all(&pids)?;
+    let log = logs.join(format!("{name}.log"));
+    let out = OpenOptions::new().create(true).append(true).open(&log)?;
+    let err = out.try_clone()?;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("start {name} ({command:?})"))?;
+    let pid = i32::try_from(child.id()).context("pid out of range")?;
+    fs::write(pids.join(format!("{name}.pid")), pid.to_string())?;
+    // The child is reaped by whoever outlives it; the harness tracks it by pid.
+    std::mem::forget(child);
+    Ok(Managed {
+        name: name.to_string(),
+        pid,
+        log,
+    })
+}
+
+pub fn is_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) == 0 };
+    if alive {
+        // A zombie (exited, not yet reaped) counts as gone.
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next());
+        return state != Some("Z");
+    }
+    false
+}
+
+/// Reaps any of our exited children so they do not linger as zombies.
+pub fn reap() {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with WNOHANG on any child; returns 0 or -1 when there is nothing to reap.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            break;
+        }
+    }
+}
+
+/// Stops a process: SIGTERM to its group, then SIGKILL after `grace`.
+pub fn stop(pid: i32, grace: Duration) {
+    // SAFETY: signals to a process group we created; errors mean it is already gone.
+    unsafe {
+        libc::kill(-pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        reap();
+        if !is_alive(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    reap();
+}
+
+/// Stops every process with a pid file under `dir`, in reverse start order.
+pub fn stop_all(dir: &Path) {
+    let pids = dir.join("pids");
+    let Ok(entries) = fs::read_dir(&pids) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let modified = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (modified, e.path())
+        })
+        .collect();
+    files.sort();
+    for (_, file) in files.into_iter().rev() {
+        if let Some(pid) = fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            stop(pid, Duration::from_secs(10));
+        }
+        let _ = fs::remove_file(&file);
+    }
+}
+
+/// The last `lines` lines of a log, for error messages.
+pub fn tail(log: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

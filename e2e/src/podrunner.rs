@@ -7,7 +7,8 @@
 //! - reachable by the pod's stable DNS names (`<hostname>.<subdomain>.<namespace>.svc.cluster.local`,
 //!   and the shorter `.svc` and `<namespace>` forms), written to the hosts file for the run;
 //! - with its data directory kept per PersistentVolumeClaim (`<state>/volumes/<namespace>/<claim>`),
-//!   so a pod that is deleted and recreated by its StatefulSet finds its data again;
+//!   so a pod that is deleted and recreated by its StatefulSet finds its data again (the pod
+//!   runner also provisions: every pending claim gets a PersistentVolume bound to it);
 //! - with the superuser password from the container's `POSTGRES_PASSWORD` (a value or a Secret
 //!   reference) and password authentication, or trust when `POSTGRES_HOST_AUTH_METHOD=trust`.
 //!
@@ -22,9 +23,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
@@ -64,6 +65,19 @@ pub async fn run(
         running: Mutex::new(HashMap::new()),
         addresses: Mutex::new(HashMap::new()),
     });
+    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    let claim_events = watcher::watcher(claims, watcher::Config::default()).default_backoff();
+    let claim_runner = runner.clone();
+    let provision = async move {
+        futures::pin_mut!(claim_events);
+        while let Some(event) = claim_events.next().await {
+            if let Ok(Event::Apply(claim)) | Ok(Event::InitApply(claim)) = event {
+                if let Err(error) = claim_runner.provision(&claim).await {
+                    tracing::warn!(error = format!("{error:#}"), "volume provisioning");
+                }
+            }
+        }
+    };
     let pods: Api<Pod> = Api::all(client);
     let events = watcher::watcher(pods, watcher::Config::default().labels(LABEL)).default_backoff();
     let loop_runner = runner.clone();
@@ -84,14 +98,21 @@ pub async fn run(
     };
     tokio::select! {
         _ = watch => {}
+        _ = provision => {}
         _ = shutdown => {}
     }
     runner.stop_all().await;
     Ok(())
 }
 
+/// A pod incarnation: a StatefulSet pod recreated under the same name is another one.
 fn key(pod: &Pod) -> String {
-    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+    format!(
+        "{}/{}/{}",
+        pod.namespace().unwrap_or_default(),
+        pod.name_any(),
+        pod.uid().unwrap_or_default()
+    )
 }
 
 /// The stable names of a pod with a hostname and subdomain (a StatefulSet pod).
@@ -109,7 +130,58 @@ pub fn dns_names(pod: &Pod) -> Vec<String> {
     }
 }
 
+fn allow_traversal(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.is_dir() {
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o711))?;
+    }
+    Ok(())
+}
+
 impl Runner {
+    /// The local provisioner: a pending claim gets a PersistentVolume bound to it, backed by
+    /// the directory the pod runner keeps the pod's data in.
+    async fn provision(&self, claim: &PersistentVolumeClaim) -> Result<()> {
+        let pending = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending");
+        let spec = claim.spec.clone().unwrap_or_default();
+        if !pending || spec.volume_name.is_some() || claim.metadata.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let namespace = claim.namespace().unwrap_or_default();
+        let path = self
+            .state_dir
+            .join("volumes")
+            .join(&namespace)
+            .join(claim.name_any());
+        let storage = spec
+            .resources
+            .and_then(|r| r.requests)
+            .and_then(|r| r.get("storage").cloned())
+            .map(|q| q.0)
+            .unwrap_or_else(|| "1Gi".to_string());
+        let volume = json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": format!("pv-{}", claim.uid().unwrap_or_default()),
+                         "labels": {LABEL: "volume"}},
+            "spec": {
+                "capacity": {"storage": storage},
+                "accessModes": spec.access_modes.unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": spec.storage_class_name.unwrap_or_default(),
+                "hostPath": {"path": path.display().to_string()},
+                "claimRef": {"namespace": namespace, "name": claim.name_any(), "uid": claim.uid()},
+            },
+        });
+        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        let volume: PersistentVolume = serde_json::from_value(volume)?;
+        match volumes.create(&PostParams::default(), &volume).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     async fn observe(&self, pod: Pod) -> Result<()> {
         let key = key(&pod);
         if pod.metadata.deletion_timestamp.is_some() {
@@ -198,7 +270,20 @@ impl Runner {
                 .join(&namespace)
                 .join(pod.name_any()),
         };
-        let ip = self.address(&key).await;
+        // The server runs as the postgres user when we are root: it must reach its directory.
+        let mut dir = self.state_dir.clone();
+        std::fs::create_dir_all(data_dir.parent().unwrap_or(&data_dir))?;
+        for part in data_dir
+            .strip_prefix(&self.state_dir)
+            .unwrap_or(&data_dir)
+            .iter()
+        {
+            allow_traversal(&dir)?;
+            dir.push(part);
+        }
+        let ip = self
+            .address(&format!("{namespace}/{}", pod.name_any()))
+            .await;
         let mut builder = TempPostgres::builder()
             .host(ip.to_string())
             .port(u16::try_from(port).context("port")?)

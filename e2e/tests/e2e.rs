@@ -27,9 +27,18 @@ struct Env {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tessera_end_to_end() -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info,kube=warn"))
+        .with_test_writer()
+        .try_init();
     let started = Instant::now();
     let tools = Tools::ensure()?;
     let dir = tempfile::Builder::new().prefix("tessera-e2e-").tempdir()?;
+    // The pod runner's servers run as the postgres user when the tests run as root.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )?;
     let plane = ControlPlane::start(&tools, dir.path(), 3)?;
     let startup = started.elapsed();
     let state = plane.state.clone();
@@ -82,6 +91,12 @@ async fn tessera_end_to_end() -> Result<()> {
             Box::pin(citus_distribution(&env)),
         ),
     ];
+    // TESSERA_E2E_ONLY=<words> runs only the scenarios whose name contains them.
+    let only = std::env::var("TESSERA_E2E_ONLY").unwrap_or_default();
+    let scenarios: Vec<_> = scenarios
+        .into_iter()
+        .filter(|(name, _)| name.contains(&only))
+        .collect();
     let mut failures = Vec::new();
     let total = scenarios.len();
     for (name, scenario) in scenarios {

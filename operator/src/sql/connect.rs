@@ -112,7 +112,19 @@ fn classify(error: tokio_postgres::Error, endpoint: String, user: &str) -> Conne
         }
         None => ConnectError::Unreachable {
             endpoint,
-            message: error.to_string(),
+            message: with_sources(&error),
         },
     }
+}
+
+/// An error with its causes ("error connecting to server: Connection refused (os error 111)").
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -1,7 +1,7 @@
 # Tessera developer commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test lint fmt crds check-crds build
+.PHONY: test lint fmt crds check-crds build demo demo-stop
 
 ## Every test: unit, SQL integration against a PostgreSQL the tests start (Citus where
 ## installed), fixture tests, and the CRD drift check.
@@ -26,3 +26,15 @@ check-crds:
 
 build:
 	$(CARGO) build --workspace --release
+
+DEMO_DIR ?= /tmp/tessera-demo
+
+## A real control plane on loopback, a coordinator pod (PostgreSQL, with Citus where installed),
+## the operator and the three example services; left running until `make demo-stop`.
+demo:
+	$(CARGO) build -q -p tessera-e2e -p tessera-operator
+	./target/debug/tessera-e2e demo $(DEMO_DIR)
+
+demo-stop:
+	$(CARGO) build -q -p tessera-e2e
+	./target/debug/tessera-e2e down $(DEMO_DIR)

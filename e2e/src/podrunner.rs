@@ -1,11 +1,14 @@
 //! The kubelet stand-in for pods whose process a test needs.
 //!
-//! A pod labelled `tessera.dev/pod-runner: postgres` that the scheduler placed on a node gets a
-//! real PostgreSQL (with Citus preloaded where it is installed):
+//! A pod labelled `tessera.dev/pod-runner: postgres` (or `citus`) that the scheduler placed on a
+//! node gets a real PostgreSQL (with Citus preloaded where it is installed):
 //! - on its own loopback address (127.0.0.10 and up), on the container port named `postgres`
 //!   (else the first container port, else 5432);
 //! - reachable by the pod's stable DNS names (`<hostname>.<subdomain>.<namespace>.svc.cluster.local`,
-//!   and the shorter `.svc` and `<namespace>` forms), written to the hosts file for the run;
+//!   and the shorter `.svc` and `<namespace>` forms, plus the headless Service's own name),
+//!   written to the hosts file for the run;
+//! - for `citus` pods, what the Citus image does: the extension is created and the pod is a
+//!   single-node cluster (coordinator registered by its DNS name and allowed to hold shards);
 //! - with its data directory kept per PersistentVolumeClaim (`<state>/volumes/<namespace>/<claim>`),
 //!   so a pod that is deleted and recreated by its StatefulSet finds its data again (the pod
 //!   runner also provisions: every pending claim gets a PersistentVolume bound to it);
@@ -121,13 +124,41 @@ pub fn dns_names(pod: &Pod) -> Vec<String> {
     let spec = pod.spec.clone().unwrap_or_default();
     let hostname = spec.hostname.unwrap_or_else(|| pod.name_any());
     match spec.subdomain {
+        // The governing headless Service's own names resolve to the pod as well (the last pod
+        // started wins when there are several).
         Some(subdomain) => vec![
             format!("{hostname}.{subdomain}.{namespace}.svc.cluster.local"),
             format!("{hostname}.{subdomain}.{namespace}.svc"),
             format!("{hostname}.{subdomain}.{namespace}"),
+            format!("{subdomain}.{namespace}.svc.cluster.local"),
+            format!("{subdomain}.{namespace}.svc"),
         ],
         None => vec![format!("{hostname}.{namespace}.pod.cluster.local")],
     }
+}
+
+/// What a Citus image does on first start: the extension, and the coordinator registered under
+/// its stable name and allowed to hold shards, so a single node can place distributed schemas.
+async fn single_node_citus(
+    server: &TempPostgres,
+    password: &str,
+    host: &str,
+    port: i32,
+) -> Result<()> {
+    let client = pgtemp::citus::connect(server, server.superuser(), password).await?;
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS citus")
+        .await?;
+    client
+        .execute("SELECT citus_set_coordinator_host($1, $2)", &[&host, &port])
+        .await?;
+    client
+        .execute(
+            "SELECT citus_set_node_property($1, $2, 'shouldhaveshards', true)",
+            &[&host, &port],
+        )
+        .await?;
+    Ok(())
 }
 
 fn allow_traversal(dir: &std::path::Path) -> Result<()> {
@@ -201,12 +232,14 @@ impl Runner {
         if !scheduled || self.running.lock().await.contains_key(&key) {
             return Ok(());
         }
-        let kind = pod.labels().get(LABEL).cloned().unwrap_or_default();
-        if kind != "postgres" {
-            tracing::warn!(pod = %key, kind, "the pod runner runs only postgres pods");
-            return Ok(());
+        match pod.labels().get(LABEL).map(String::as_str) {
+            Some("postgres") => self.start_postgres(&pod, false).await,
+            Some("citus") => self.start_postgres(&pod, true).await,
+            other => {
+                tracing::warn!(pod = %key, kind = ?other, "the pod runner runs postgres and citus pods only");
+                Ok(())
+            }
         }
-        self.start_postgres(&pod).await
     }
 
     async fn address(&self, key: &str) -> Ipv4Addr {
@@ -217,7 +250,7 @@ impl Runner {
             .or_insert(Ipv4Addr::new(127, 0, 0, next))
     }
 
-    async fn start_postgres(&self, pod: &Pod) -> Result<()> {
+    async fn start_postgres(&self, pod: &Pod, citus: bool) -> Result<()> {
         let key = key(pod);
         let namespace = pod.namespace().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
@@ -290,11 +323,14 @@ impl Runner {
             .data_dir(&data_dir)
             .trust_tcp(trust)
             .setting("wal_level", "logical");
-        if let Some(password) = password {
-            builder = builder.superuser_password(password);
+        if let Some(password) = &password {
+            builder = builder.superuser_password(password.clone());
         }
-        if pgtemp::Installation::detect()?.has_extension("citus") {
+        let citus_installed = pgtemp::Installation::detect()?.has_extension("citus");
+        if citus_installed {
             builder = builder.preload("citus");
+        } else if citus {
+            tracing::warn!(pod = %key, "Citus is not installed here: the pod runs plain PostgreSQL");
         }
         let server = tokio::task::spawn_blocking(move || builder.start())
             .await
@@ -302,6 +338,16 @@ impl Runner {
             .with_context(|| format!("start PostgreSQL for pod {key}"))?;
         let names = dns_names(pod);
         self.hosts.set(&ip.to_string(), &names)?;
+        if citus && citus_installed {
+            let password = if trust {
+                String::new()
+            } else {
+                password.unwrap_or_default()
+            };
+            single_node_citus(&server, &password, &names[0], port)
+                .await
+                .with_context(|| format!("set up Citus in pod {key}"))?;
+        }
         tracing::info!(pod = %key, address = %ip, port, names = ?names, "PostgreSQL runs for pod");
         self.running
             .lock()

@@ -20,6 +20,9 @@ use tessera_e2e::tools::Tools;
 
 const WAIT: Duration = Duration::from_secs(90);
 
+/// One end-to-end scenario, run after the ones before it on the same control plane.
+type Scenario<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
+
 struct Env {
     state: State,
     client: Client,
@@ -62,10 +65,7 @@ async fn tessera_end_to_end() -> Result<()> {
         },
     ));
 
-    let scenarios: Vec<(
-        &str,
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>>,
-    )> = vec![
+    let scenarios: Vec<(&str, Scenario<'_>)> = vec![
         (
             "the API server rejects bad names",
             Box::pin(crd_validation(&env)),
@@ -583,11 +583,11 @@ async fn services_on_postgres(env: &Env) -> Result<()> {
     gone(&api, "ping-service").await?;
     gone(&api, "user-service").await?;
     ensure!(
-        role_and_schema(&pg, "ping_service").await?.0 == false,
+        !role_and_schema(&pg, "ping_service").await?.0,
         "Drop dropped the role"
     );
     ensure!(
-        role_and_schema(&pg, "ping_service").await?.1 == false,
+        !role_and_schema(&pg, "ping_service").await?.1,
         "Drop dropped the schema"
     );
     let (kept_role, kept_schema, comment) = role_and_schema(&pg, "user_service").await?;

@@ -1,45 +1,47 @@
-//! `tessera-e2e tools | up DIR | down DIR`: build the pinned binaries, start a control plane
-//! that keeps running, or stop it.
+//! The harness command:
+//! - `tessera-e2e tools`: build the pinned control-plane binaries that are missing;
+//! - `tessera-e2e up DIR [NODES]`: start a control plane that keeps running;
+//! - `tessera-e2e pod-runner DIR`: run the pod runner for the control plane in DIR until stopped;
+//! - `tessera-e2e demo DIR`: control plane, pod runner, operator and the examples, left running;
+//! - `tessera-e2e down DIR`: stop everything started in DIR and remove it.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
 
-use tessera_e2e::controlplane::{self, ControlPlane};
+use anyhow::{bail, Context, Result};
+use kube::api::ListParams;
+use kube::Api;
+use tessera::crd::Microservice;
+use tessera_e2e::controlplane::{self, ControlPlane, State};
+use tessera_e2e::harness::{self, wait_until};
+use tessera_e2e::hosts::HostsFile;
 use tessera_e2e::tools::Tools;
+use tessera_e2e::{podrunner, process};
 
-fn usage() -> ExitCode {
-    eprintln!("usage: tessera-e2e tools | up DIR [NODES] | down DIR");
-    ExitCode::from(2)
-}
+const USAGE: &str =
+    "usage: tessera-e2e tools | up DIR [NODES] | pod-runner DIR | demo DIR | down DIR";
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn")),
+        )
+        .try_init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("tools") => Tools::ensure().map(|tools| {
-            for (name, version) in &tools.versions {
-                println!("{name}={version}");
-            }
-        }),
-        Some("up") => {
-            let Some(dir) = args.get(1).map(PathBuf::from) else {
-                return usage();
-            };
-            let nodes = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(3);
-            Tools::ensure()
-                .and_then(|tools| ControlPlane::start(&tools, &dir, nodes))
-                .map(|plane| {
-                    let state = plane.detach();
-                    println!("export KUBECONFIG={}", state.admin_kubeconfig.display());
-                })
+    let dir = args.get(1).map(PathBuf::from);
+    let result = match (args.first().map(String::as_str), dir) {
+        (Some("tools"), _) => tools(),
+        (Some("up"), Some(dir)) => up(&dir, args.get(2).and_then(|n| n.parse().ok()).unwrap_or(3)),
+        (Some("pod-runner"), Some(dir)) => pod_runner(&dir).await,
+        (Some("demo"), Some(dir)) => demo(&dir).await,
+        (Some("down"), Some(dir)) => down(&dir),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
         }
-        Some("down") => {
-            let Some(dir) = args.get(1).map(PathBuf::from) else {
-                return usage();
-            };
-            controlplane::down(&dir);
-            Ok(())
-        }
-        _ => return usage(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,4 +50,216 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn tools() -> Result<()> {
+    let tools = Tools::ensure()?;
+    for (name, version) in &tools.versions {
+        println!("{name}={version}");
+    }
+    Ok(())
+}
+
+fn up(dir: &Path, nodes: usize) -> Result<()> {
+    let plane = ControlPlane::start(&Tools::ensure()?, dir, nodes)?;
+    let state = plane.detach();
+    println!("export KUBECONFIG={}", state.admin_kubeconfig.display());
+    Ok(())
+}
+
+/// The hosts-file tag of the control plane in `dir`.
+fn run_id(dir: &Path) -> String {
+    let path = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    path.display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+async fn pod_runner(dir: &Path) -> Result<()> {
+    let state = State::load(dir)?;
+    let client = harness::admin_client(&state).await?;
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    podrunner::run(client, dir.join("pod-runner"), run_id(dir), shutdown).await
+}
+
+fn down(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        println!("nothing runs in {}", dir.display());
+        return Ok(());
+    }
+    controlplane::down(dir);
+    HostsFile::new(&run_id(dir)).clear()?;
+    std::fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()))?;
+    println!("stopped and removed {}", dir.display());
+    Ok(())
+}
+
+async fn demo(dir: &Path) -> Result<()> {
+    if dir.join("state.json").exists() {
+        bail!(
+            "a demo already runs in {}; stop it with `make demo-stop` first",
+            dir.display()
+        );
+    }
+    match run_demo(dir).await {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            eprintln!(
+                "the demo did not come up; logs are in {}/logs. Cleaning up.",
+                dir.display()
+            );
+            for log in ["operator", "pod-runner"] {
+                let path = dir.join("logs").join(format!("{log}.log"));
+                if path.exists() {
+                    eprintln!(
+                        "--- {log} log (last 40 lines)\n{}",
+                        process::tail(&path, 40)
+                    );
+                }
+            }
+            let _ = down(dir);
+            Err(error)
+        }
+    }
+}
+
+async fn run_demo(dir: &Path) -> Result<()> {
+    let tools = Tools::ensure()?;
+    std::fs::create_dir_all(dir)?;
+    // The pod runner's servers run as the postgres user when we are root.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
+    let state = ControlPlane::start(&tools, dir, 3)?.detach();
+    harness::install(&state)?;
+    let mut runner = Command::new(std::env::current_exe()?);
+    runner.arg("pod-runner").arg(dir);
+    process::spawn(&state.dir, "pod-runner", runner)?;
+    let operator = harness::operator_binary()?;
+    harness::start_operator(&state, &operator, &[])?;
+
+    let root = harness::workspace_root();
+    let examples = root.join("manifests/examples");
+    state.kubectl_output(&[
+        "apply",
+        "-f",
+        &examples.join("citus-cluster.yaml").display().to_string(),
+    ])?;
+    state.kubectl_output(&[
+        "apply",
+        "-f",
+        &root.join("e2e/demo/coordinator.yaml").display().to_string(),
+    ])?;
+    for service in ["user-service", "time-service", "ping-service"] {
+        state.kubectl_output(&[
+            "apply",
+            "-f",
+            &examples
+                .join(format!("{service}.yaml"))
+                .display()
+                .to_string(),
+        ])?;
+    }
+
+    let client = harness::admin_client(&state).await?;
+    let microservices: Api<Microservice> = Api::namespaced(client, "default");
+    wait_until(
+        "the three example services are Ready",
+        Duration::from_secs(180),
+        || async {
+            let list = microservices.list(&ListParams::default()).await?;
+            let ready = list.items.len() == 3
+                && list.items.iter().all(|ms| {
+                    ms.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+                });
+            Ok(ready.then_some(()))
+        },
+    )
+    .await?;
+
+    println!("\n$ kubectl get citusclusters,microservices -o wide");
+    print!(
+        "{}",
+        state.kubectl_output(&["get", "citusclusters,microservices", "-o", "wide"])?
+    );
+    println!("\nRoles and schemas on the coordinator:");
+    print!("{}", database_listing(&state).await?);
+    println!(
+        "\nThe demo keeps running. Try:\n  export KUBECONFIG={}\n  kubectl describe microservice user-service\n  kubectl get deployments,services,secrets\nStop it with: make demo-stop",
+        state.admin_kubeconfig.display()
+    );
+    Ok(())
+}
+
+/// The roles and schemas Tessera manages, as the coordinator lists them.
+async fn database_listing(state: &State) -> Result<String> {
+    let password = state.kubectl_output(&[
+        "get",
+        "secret",
+        "citus-admin",
+        "-o",
+        "jsonpath={.data.password}",
+    ])?;
+    use base64::Engine;
+    let password =
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(password.trim())?)?;
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("citus-coordinator.default.svc.cluster.local")
+        .port(5432)
+        .user("postgres")
+        .password(password)
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("connect to the demo coordinator")?;
+    tokio::spawn(connection);
+    let citus: bool = client
+        .query_one(
+            "SELECT count(*) > 0 FROM pg_extension WHERE extname = 'citus'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let distributed = if citus {
+        "EXISTS (SELECT 1 FROM pg_dist_schema d WHERE d.schemaid = n.oid)"
+    } else {
+        "false"
+    };
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, pg_get_userbyid(n.nspowner)::text, {distributed}, \
+                        obj_description(n.oid, 'pg_namespace') \
+                   FROM pg_namespace n \
+                  WHERE obj_description(n.oid, 'pg_namespace') LIKE 'tessera.dev/%' \
+                  ORDER BY 1"
+            ),
+            &[],
+        )
+        .await?;
+    let mut out = format!(
+        "{:<16} {:<16} {:<12} {}\n",
+        "SCHEMA", "OWNER", "DISTRIBUTED", "MARK"
+    );
+    for row in rows {
+        out.push_str(&format!(
+            "{:<16} {:<16} {:<12} {}\n",
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, bool>(2),
+            row.get::<_, Option<String>>(3).unwrap_or_default()
+        ));
+    }
+    Ok(out)
 }

@@ -1,0 +1,188 @@
+//! Test support for the example services: a real PostgreSQL, the role and schema created by
+//! Tessera's own SQL layer (so the service runs exactly as it would under the operator), the
+//! service started in-process on a loopback port, and a small HTTP client.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use pgtemp::TempPostgres;
+use serde_json::Value;
+use tessera::microservice::database::provision;
+use tessera::sql::{ConnectionConfig, Desired, Owner};
+use tessera_service::http::Running;
+use tessera_service::{AppState, Config, Migration};
+
+/// The database side Tessera would create for a Microservice named `name` on `pg`: returns the
+/// role (= schema) and its password.
+pub async fn provision_role(pg: &TempPostgres, name: &str) -> (String, String) {
+    let role = name.replace('-', "_");
+    let password = format!("{role}-test-password");
+    let admin = ConnectionConfig {
+        host: pg.host().into(),
+        port: pg.port(),
+        dbname: "postgres".into(),
+        user: pg.superuser().into(),
+        password: pg.superuser_password().into(),
+        connect_timeout: Duration::from_secs(5),
+    };
+    let desired = Desired {
+        owner: Owner {
+            uid: format!("test-{role}"),
+            namespace: "test".into(),
+            name: name.into(),
+        },
+        role: role.clone(),
+        schema: role.clone(),
+        connection_limit: -1,
+        distribute: true,
+        password: password.clone(),
+        password_is_new: true,
+    };
+    provision(&admin, &desired)
+        .await
+        .expect("provision the role and schema");
+    (role, password)
+}
+
+/// The service's configuration as Tessera's Secret would give it (PG* variables), on a free
+/// loopback port.
+pub fn config_for(pg: &TempPostgres, role: &str, password: &str) -> Config {
+    let vars = [
+        ("PGHOST", pg.host().to_string()),
+        ("PGPORT", pg.port().to_string()),
+        ("PGDATABASE", "postgres".to_string()),
+        ("PGUSER", role.to_string()),
+        ("PGPASSWORD", password.to_string()),
+        ("HOST", "127.0.0.1".to_string()),
+        ("PORT", "0".to_string()),
+        ("MAX_BODY_BYTES", "65536".to_string()),
+        ("DB_CONNECT_BACKOFF_MS", "100".to_string()),
+    ];
+    Config::from_lookup(
+        |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        },
+        0,
+    )
+    .expect("valid configuration")
+}
+
+/// A PostgreSQL with the service's role, and the service running against it.
+pub struct TestService {
+    pub pg: TempPostgres,
+    pub role: String,
+    pub password: String,
+    pub running: Running,
+    pub http: Http,
+}
+
+impl TestService {
+    pub async fn start(
+        name: &str,
+        migrations: &'static [Migration],
+        routes: axum::Router<AppState>,
+    ) -> Self {
+        let pg = TempPostgres::start().expect("start PostgreSQL");
+        let (role, password) = provision_role(&pg, name).await;
+        let config = config_for(&pg, &role, &password);
+        let running = tessera_service::http::start(&config, migrations, routes)
+            .await
+            .expect("the service starts");
+        let http = Http::new(&format!("http://{}", running.address));
+        Self {
+            pg,
+            role,
+            password,
+            running,
+            http,
+        }
+    }
+
+    /// The superuser's view of the database.
+    pub async fn admin(&self) -> tokio_postgres::Client {
+        pgtemp::citus::superuser(&self.pg)
+            .await
+            .expect("superuser connects")
+    }
+
+    /// The schema a table is in, if it exists.
+    pub async fn schema_of(&self, table: &str) -> Option<String> {
+        self.admin()
+            .await
+            .query_opt(
+                "SELECT schemaname::text FROM pg_tables WHERE tablename = $1",
+                &[&table],
+            )
+            .await
+            .expect("query")
+            .map(|r| r.get(0))
+    }
+}
+
+/// A response: status and body (JSON when it parses, else the text as a JSON string).
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: Value,
+    pub content_type: String,
+}
+
+/// A keep-alive HTTP/1.1 client for one base URL.
+#[derive(Clone)]
+pub struct Http {
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    base: String,
+}
+
+impl Http {
+    pub fn new(base: &str) -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub async fn send(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Response {
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("request");
+        let response = self.client.request(request).await.expect("HTTP request");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Response {
+            status,
+            body,
+            content_type,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.send("GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> Response {
+        self.send("POST", path, Some(body.as_bytes().to_vec()))
+            .await
+    }
+}

@@ -156,8 +156,7 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let error = config(&[("PORT", "eighty")])
-            .err()
-            .expect("invalid")
+            .expect_err("invalid")
             .to_string();
         assert!(error.starts_with("PORT is \"eighty\""), "{error}");
         assert!(config(&[("DATABASE_URL", "mysql://x")]).is_err());

@@ -1,7 +1,7 @@
 # Tessera developer commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test lint fmt crds check-crds build demo demo-stop
+.PHONY: test lint fmt crds check-crds build demo demo-stop bench
 
 ## Every test: unit, SQL integration against a PostgreSQL the tests start (Citus where
 ## installed), fixture tests, and the CRD drift check.
@@ -38,3 +38,7 @@ demo:
 demo-stop:
 	$(CARGO) build -q -p tessera-e2e
 	./target/debug/tessera-e2e down $(DEMO_DIR)
+
+## Benchmarks that print figures (release build).
+bench:
+	$(CARGO) run -q --release -p tessera-bench --bin user-service-bench -- $(BENCH_ARGS)

@@ -252,20 +252,7 @@ impl ControlPlane {
 
         let mut manager = Command::new(tools.path("kube-controller-manager")?);
         manager
-            .arg(format!(
-                "--kubeconfig={}",
-                dir.join("controller-manager.kubeconfig").display()
-            ))
-            .arg(format!(
-                "--authentication-kubeconfig={}",
-                dir.join("controller-manager.kubeconfig").display()
-            ))
-            .arg(format!(
-                "--authorization-kubeconfig={}",
-                dir.join("controller-manager.kubeconfig").display()
-            ))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--secure-port={}", free_port()?))
+            .args(component_flags(&dir.join("controller-manager.kubeconfig"))?)
             .arg(format!(
                 "--service-account-private-key-file={}",
                 pki.service_account_key.display()
@@ -278,23 +265,10 @@ impl ControlPlane {
 
         let mut scheduler = Command::new(tools.path("kube-scheduler")?);
         scheduler
-            .arg(format!(
-                "--kubeconfig={}",
-                dir.join("scheduler.kubeconfig").display()
-            ))
-            .arg(format!(
-                "--authentication-kubeconfig={}",
-                dir.join("scheduler.kubeconfig").display()
-            ))
-            .arg(format!(
-                "--authorization-kubeconfig={}",
-                dir.join("scheduler.kubeconfig").display()
-            ))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--secure-port={}", free_port()?))
+            .args(component_flags(&dir.join("scheduler.kubeconfig"))?)
             .arg("--leader-elect=false")
             .arg("--v=1");
-        let scheduler = self.spawn("kube-scheduler", scheduler)?;
+        self.spawn("kube-scheduler", scheduler)?;
 
         let stages = dir.join("kwok-stages.yaml");
         std::fs::write(&stages, KWOK_STAGES)?;
@@ -321,7 +295,6 @@ impl ControlPlane {
                     .is_ok()
             },
         )?;
-        let _ = &scheduler;
         self.register_nodes()?;
         wait_for(&kwok, "kwok marks the fake nodes Ready", || {
             state
@@ -380,6 +353,19 @@ impl Drop for ControlPlane {
             self.stop();
         }
     }
+}
+
+/// The flags the controller manager and the scheduler share: one kubeconfig for the API and for
+/// delegated authentication and authorization, and a free loopback port for their own endpoint.
+fn component_flags(kubeconfig: &Path) -> Result<Vec<String>> {
+    let kubeconfig = kubeconfig.display();
+    Ok(vec![
+        format!("--kubeconfig={kubeconfig}"),
+        format!("--authentication-kubeconfig={kubeconfig}"),
+        format!("--authorization-kubeconfig={kubeconfig}"),
+        "--bind-address=127.0.0.1".to_string(),
+        format!("--secure-port={}", free_port()?),
+    ])
 }
 
 /// Stops a control plane that `up` left running in `dir`.

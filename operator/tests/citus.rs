@@ -52,15 +52,9 @@ async fn distributes_the_schema_and_reports_its_node() {
         .await
         .expect("table in the distributed schema");
 
-    let again = provision(
-        &config,
-        &sql::Desired {
-            password_is_new: false,
-            ..want.clone()
-        },
-    )
-    .await
-    .expect("second provision");
+    let again = provision(&config, &from_secret(&want))
+        .await
+        .expect("second provision");
     assert!(again.applied.is_empty(), "{:?}", again.applied);
     let placement = again.catalog.placement.expect("placement");
     let node = placement.node.expect("a node holds the shards");
@@ -169,16 +163,8 @@ async fn drop_policy_cleans_coordinator_and_workers() {
         } else {
             admin_trust(node).await
         };
-        let left = client
-            .query_one(
-                "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = 'ping'), \
-                        (SELECT count(*) FROM pg_namespace WHERE nspname = 'ping')",
-                &[],
-            )
-            .await
-            .expect("counts");
         assert_eq!(
-            (left.get::<_, i64>(0), left.get::<_, i64>(1)),
+            role_and_schema_count(&client, "ping").await,
             (0, 0),
             "node {}",
             node.port()

@@ -79,15 +79,9 @@ async fn creates_role_and_schema_then_does_nothing_more() {
     assert_eq!(schema, "user_service");
 
     // The same desire again, with the password now kept in the Secret: nothing to do.
-    let again = provision(
-        &config,
-        &sql::Desired {
-            password_is_new: false,
-            ..want.clone()
-        },
-    )
-    .await
-    .expect("second provision");
+    let again = provision(&config, &from_secret(&want))
+        .await
+        .expect("second provision");
     assert!(again.applied.is_empty(), "{:?}", again.applied);
     let placement = again.catalog.placement.expect("placement");
     assert!(placement.size_bytes > 0, "the table's size is counted");
@@ -127,15 +121,9 @@ async fn updates_only_what_changed() {
         .batch_execute("ALTER ROLE orders PASSWORD 'changed-by-hand'")
         .await
         .expect("alter");
-    let repaired = provision(
-        &config,
-        &sql::Desired {
-            password_is_new: false,
-            ..rotated.clone()
-        },
-    )
-    .await
-    .expect("repair");
+    let repaired = provision(&config, &from_secret(&rotated))
+        .await
+        .expect("repair");
     assert_eq!(step_names(&repaired.applied), ["SetPassword"]);
     assert!(connect_as(&pg, "orders", "a-new-password").await.is_ok());
 }
@@ -260,16 +248,10 @@ async fn reports_an_unreachable_database_and_converges_when_it_returns() {
         step_names(&resumed.applied),
         ["SetPassword", "SetSearchPath", "CreateSchema"]
     );
-    let counts = admin(&pg)
-        .await
-        .query_one(
-            "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = 'time_service'), \
-                    (SELECT count(*) FROM pg_namespace WHERE nspname = 'time_service')",
-            &[],
-        )
-        .await
-        .expect("counts");
-    assert_eq!((counts.get::<_, i64>(0), counts.get::<_, i64>(1)), (1, 1));
+    assert_eq!(
+        role_and_schema_count(&admin(&pg).await, "time_service").await,
+        (1, 1)
+    );
 
     // Wrong credentials are told apart from an unreachable server.
     let wrong = sql::ConnectionConfig {
@@ -307,16 +289,10 @@ async fn drop_policy_removes_schema_objects_and_role() {
         ["DropSchema", "TerminateSessions", "DropRole"]
     );
     assert!(plan.left_alone.is_empty());
-    let left = admin(&pg)
-        .await
-        .query_one(
-            "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = 'ping'), \
-                    (SELECT count(*) FROM pg_namespace WHERE nspname = 'ping')",
-            &[],
-        )
-        .await
-        .expect("counts");
-    assert_eq!((left.get::<_, i64>(0), left.get::<_, i64>(1)), (0, 0));
+    assert_eq!(
+        role_and_schema_count(&admin(&pg).await, "ping").await,
+        (0, 0)
+    );
     assert!(
         service.simple_query("SELECT 1").await.is_err(),
         "the session was ended"

@@ -257,17 +257,17 @@ impl Builder {
 
     pub fn start(self) -> Result<TempPostgres, Error> {
         let installation = Installation::detect()?;
-        let (root, keep) = match &self.data_dir {
+        let root = match &self.data_dir {
             Some(dir) => {
                 fs::create_dir_all(dir).map_err(io_err(format!("mkdir {}", dir.display())))?;
-                (Root::Kept(dir.clone()), true)
+                Root::Kept(dir.clone())
             }
             None => {
                 let dir = tempfile::Builder::new()
                     .prefix("pgtemp-")
                     .tempdir()
                     .map_err(io_err("create temporary directory"))?;
-                (Root::Temp(dir), false)
+                Root::Temp(dir)
             }
         };
         installation.hand_over(root.path())?;
@@ -305,7 +305,6 @@ impl Builder {
                     return Ok(TempPostgres {
                         installation,
                         root,
-                        keep,
                         child: Some(child),
                         host: self.host,
                         port,
@@ -466,7 +465,6 @@ fn read_log_since(path: &Path, offset: u64) -> String {
 pub struct TempPostgres {
     installation: Installation,
     root: Root,
-    keep: bool,
     child: Option<Child>,
     host: String,
     port: u16,
@@ -511,10 +509,6 @@ impl TempPostgres {
             "host={} port={} user={} password={} dbname={} connect_timeout=10",
             self.host, self.port, SUPERUSER, self.password, dbname
         )
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
     }
 
     /// Stops the server (fast shutdown), keeping its data for `restart`.
@@ -568,11 +562,6 @@ impl TempPostgres {
     /// The server log so far.
     pub fn log(&self) -> String {
         read_log_since(&self.root.path().join("data").join("server.log"), 0)
-    }
-
-    /// Whether the data directory outlives this handle.
-    pub fn keeps_data(&self) -> bool {
-        self.keep
     }
 }
 

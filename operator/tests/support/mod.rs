@@ -77,3 +77,24 @@ pub async fn admin_trust(pg: &TempPostgres) -> Client {
         .await
         .expect("trusted superuser connects")
 }
+
+/// The same desire on a later reconcile: the password now comes from the Secret.
+pub fn from_secret(desired: &Desired) -> Desired {
+    Desired {
+        password_is_new: false,
+        ..desired.clone()
+    }
+}
+
+/// How many roles and schemas named `name` exist (0 or 1 each).
+pub async fn role_and_schema_count(client: &Client, name: &str) -> (i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = $1), \
+                    (SELECT count(*) FROM pg_namespace WHERE nspname = $1)",
+            &[&name],
+        )
+        .await
+        .expect("counts");
+    (row.get(0), row.get(1))
+}

@@ -23,12 +23,13 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
@@ -44,6 +45,7 @@ const FIRST_ADDRESS: u8 = 10;
 struct Running {
     server: TempPostgres,
     names: Vec<String>,
+    ip: Ipv4Addr,
 }
 
 struct Runner {
@@ -161,6 +163,18 @@ async fn single_node_citus(
     Ok(())
 }
 
+/// Whether the pod's Ready condition is True.
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
 fn allow_traversal(dir: &std::path::Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if dir.is_dir() {
@@ -219,9 +233,16 @@ impl Runner {
             self.stop(&key).await;
             let pods: Api<Pod> =
                 Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-            let _ = pods
-                .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
-                .await;
+            // Only this incarnation: by the time a late event arrives, the StatefulSet may have
+            // created its successor under the same name.
+            let this_incarnation =
+                DeleteParams::default()
+                    .grace_period(0)
+                    .preconditions(Preconditions {
+                        uid: pod.uid(),
+                        resource_version: None,
+                    });
+            let _ = pods.delete(&pod.name_any(), &this_incarnation).await;
             return Ok(());
         }
         let scheduled = pod
@@ -229,8 +250,16 @@ impl Runner {
             .as_ref()
             .and_then(|s| s.node_name.clone())
             .is_some();
-        if !scheduled || self.running.lock().await.contains_key(&key) {
+        if !scheduled {
             return Ok(());
+        }
+        let running_at = self.running.lock().await.get(&key).map(|r| r.ip);
+        if let Some(ip) = running_at {
+            // A report that failed earlier is made again on the pod's next event.
+            return match pod_ready(&pod) {
+                true => Ok(()),
+                false => self.report_running(&pod, ip).await,
+            };
         }
         match pod.labels().get(LABEL).map(String::as_str) {
             Some("postgres") => self.start_postgres(&pod, false).await,
@@ -326,6 +355,10 @@ impl Runner {
         if let Some(password) = &password {
             builder = builder.superuser_password(password.clone());
         }
+        // A pod name has one live incarnation: an older one still running here was deleted and its
+        // Delete event has not arrived yet. It holds the address and the data directory.
+        self.stop_predecessors(&namespace, &pod.name_any(), &key)
+            .await;
         let citus_installed = pgtemp::Installation::detect()?.has_extension("citus");
         if citus_installed {
             builder = builder.preload("citus");
@@ -352,7 +385,7 @@ impl Runner {
         self.running
             .lock()
             .await
-            .insert(key.clone(), Running { server, names });
+            .insert(key.clone(), Running { server, names, ip });
         self.report_running(pod, ip).await
     }
 
@@ -372,29 +405,44 @@ impl Runner {
                 })
             })
             .collect();
-        let status = json!({"status": {
-            "phase": "Running",
-            "podIP": ip.to_string(),
-            "podIPs": [{"ip": ip.to_string()}],
-            "hostIP": ip.to_string(),
-            "startTime": now,
-            "conditions": [
+        let ip = ip.to_string();
+        // The uid test makes the report fail, rather than land on a successor of the same name.
+        let report: json_patch::Patch = serde_json::from_value(json!([
+            {"op": "test", "path": "/metadata/uid", "value": pod.uid()},
+            {"op": "add", "path": "/status/phase", "value": "Running"},
+            {"op": "add", "path": "/status/podIP", "value": ip},
+            {"op": "add", "path": "/status/podIPs", "value": [{"ip": ip}]},
+            {"op": "add", "path": "/status/hostIP", "value": ip},
+            {"op": "add", "path": "/status/startTime", "value": now},
+            {"op": "add", "path": "/status/conditions", "value": [
                 {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
                 {"type": "Initialized", "status": "True", "lastTransitionTime": now},
                 {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
                 {"type": "Ready", "status": "True", "lastTransitionTime": now},
-            ],
-            "containerStatuses": containers,
-        }});
+            ]},
+            {"op": "add", "path": "/status/containerStatuses", "value": containers},
+        ]))?;
         let pods: Api<Pod> =
             Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-        pods.patch_status(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        )
-        .await
-        .context("report pod status")?;
+        let patch = Patch::<()>::Json(report);
+        // A few quick tries for a busy API server; a pod that is gone is not retried.
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1.. {
+            match pods
+                .patch_status(&pod.name_any(), &PatchParams::default(), &patch)
+                .await
+            {
+                Ok(_) => break,
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 422 => {
+                    return Err(kube::Error::Api(status)).context("report pod status");
+                }
+                Err(error) if attempt >= 5 => return Err(error).context("report pod status"),
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -404,6 +452,21 @@ impl Runner {
             let _ = self.hosts.remove(&running.names);
             let _ = tokio::task::spawn_blocking(move || running.server.stop()).await;
             tracing::info!(pod = %key, "PostgreSQL stopped");
+        }
+    }
+
+    async fn stop_predecessors(&self, namespace: &str, name: &str, current: &str) {
+        let prefix = format!("{namespace}/{name}/");
+        let predecessors: Vec<String> = self
+            .running
+            .lock()
+            .await
+            .keys()
+            .filter(|key| key.starts_with(&prefix) && key.as_str() != current)
+            .cloned()
+            .collect();
+        for key in predecessors {
+            self.stop(&key).await;
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use pgtemp::citus::{self, CitusCluster as LocalCitus};
@@ -16,6 +16,7 @@ use serde_json::json;
 use tessera::crd::{CitusCluster, Microservice};
 use tessera_e2e::controlplane::{ControlPlane, State};
 use tessera_e2e::harness::{self, wait_until};
+use tessera_e2e::podrunner::pod_ready;
 use tessera_e2e::tools::Tools;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -811,23 +812,14 @@ spec:
     );
 
     // The pod goes and comes back with its data: the role is still there and still Tessera's.
-    env.state.kubectl_output(&[
-        "delete",
-        "pod",
-        "-n",
-        ns,
-        "db-0",
-        "--wait=true",
-        "--timeout=60s",
-    ])?;
-    env.state.kubectl_output(&[
-        "wait",
-        "-n",
-        ns,
-        "--for=condition=Ready",
-        "pod/db-0",
-        "--timeout=60s",
-    ])?;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let first = pods.get("db-0").await?.uid().unwrap_or_default();
+    pods.delete("db-0", &DeleteParams::default()).await?;
+    wait_until("the StatefulSet's new db-0 is Ready", WAIT, || async {
+        let pod = pods.get_opt("db-0").await?;
+        Ok(pod.filter(|p| p.uid().as_deref() != Some(first.as_str()) && pod_ready(p)))
+    })
+    .await?;
     let resync = json!({"metadata": {"annotations": {"e2e/poke": "1"}}});
     api.patch("catalog", &PatchParams::default(), &Patch::Merge(&resync))
         .await?;

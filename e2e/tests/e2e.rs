@@ -153,15 +153,9 @@ async fn namespace(env: &Env, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A credentials Secret and an external CitusCluster pointing at `host:port`.
-async fn cluster(
-    env: &Env,
-    ns: &str,
-    name: &str,
-    host: &str,
-    port: u16,
-    password: &str,
-) -> Result<()> {
+/// A credentials Secret and an external CitusCluster pointing at the local server `pg`.
+async fn cluster(env: &Env, ns: &str, name: &str, pg: &TempPostgres) -> Result<()> {
+    let (host, port, password) = (pg.host(), pg.port(), pg.superuser_password());
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), ns);
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": format!("{name}-admin")},
@@ -359,15 +353,7 @@ async fn services_on_postgres(env: &Env) -> Result<()> {
     let ns = "shop";
     namespace(env, ns).await?;
     let pg = TempPostgres::start()?;
-    cluster(
-        env,
-        ns,
-        "main",
-        pg.host(),
-        pg.port(),
-        pg.superuser_password(),
-    )
-    .await?;
+    cluster(env, ns, "main", &pg).await?;
     let clusters: Api<CitusCluster> = Api::namespaced(env.client.clone(), ns);
     let ready_cluster = wait_until("CitusCluster main is Ready", WAIT, || async {
         let c = clusters.get("main").await?;
@@ -626,15 +612,7 @@ async fn conflict(env: &Env) -> Result<()> {
         .await?
         .batch_execute("CREATE ROLE legacy LOGIN PASSWORD 'by-hand'")
         .await?;
-    cluster(
-        env,
-        ns,
-        "main",
-        pg.host(),
-        pg.port(),
-        pg.superuser_password(),
-    )
-    .await?;
+    cluster(env, ns, "main", &pg).await?;
     let api: Api<Microservice> = Api::namespaced(env.client.clone(), ns);
     api.create(
         &PostParams::default(),
@@ -670,15 +648,7 @@ async fn unreachable_database(env: &Env) -> Result<()> {
     namespace(env, ns).await?;
     let mut pg = TempPostgres::start()?;
     pg.stop();
-    cluster(
-        env,
-        ns,
-        "main",
-        pg.host(),
-        pg.port(),
-        pg.superuser_password(),
-    )
-    .await?;
+    cluster(env, ns, "main", &pg).await?;
     let api: Api<Microservice> = Api::namespaced(env.client.clone(), ns);
     api.create(
         &PostParams::default(),
@@ -836,15 +806,7 @@ async fn citus_distribution(env: &Env) -> Result<()> {
     namespace(env, ns).await?;
     let local = LocalCitus::start(2).await?;
     let coordinator = &local.coordinator;
-    cluster(
-        env,
-        ns,
-        "main",
-        coordinator.host(),
-        coordinator.port(),
-        coordinator.superuser_password(),
-    )
-    .await?;
+    cluster(env, ns, "main", coordinator).await?;
     let clusters: Api<CitusCluster> = Api::namespaced(env.client.clone(), ns);
     let workers = wait_until("the CitusCluster reports two workers", WAIT, || async {
         let c = clusters.get("main").await?;

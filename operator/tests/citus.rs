@@ -93,33 +93,7 @@ async fn undistributes_when_asked_and_isolates_services() {
         return;
     };
     let config = admin_config(&cluster.coordinator);
-    let alice = desired("alice", "uid-1");
-    let bob = desired("bob", "uid-2");
-    provision(&config, &alice).await.expect("alice");
-    provision(&config, &bob).await.expect("bob");
-
-    let alice_db = connect_as(&cluster.coordinator, "alice", &alice.password)
-        .await
-        .expect("alice logs in");
-    let bob_db = connect_as(&cluster.coordinator, "bob", &bob.password)
-        .await
-        .expect("bob logs in");
-    alice_db
-        .batch_execute("CREATE TABLE secrets (v text); INSERT INTO secrets VALUES ('alice only')")
-        .await
-        .expect("alice's table");
-    for statement in [
-        "SELECT * FROM alice.secrets",
-        "INSERT INTO alice.secrets VALUES ('bob')",
-        "CREATE TABLE alice.intruder (x int)",
-    ] {
-        let error = bob_db.batch_execute(statement).await.expect_err(statement);
-        assert_eq!(
-            error.code().map(|c| c.code()),
-            Some("42501"),
-            "{statement}: {error:?}"
-        );
-    }
+    let (alice_db, alice) = provision_two_and_check_isolation(&cluster.coordinator).await;
 
     let local = sql::Desired {
         distribute: false,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use pgtemp::TempPostgres;
+use tessera::microservice::database::provision;
 use tessera::sql::{ConnectionConfig, Desired, Owner};
 use tokio_postgres::Client;
 
@@ -97,4 +98,43 @@ pub async fn role_and_schema_count(client: &Client, name: &str) -> (i64, i64) {
         .await
         .expect("counts");
     (row.get(0), row.get(1))
+}
+
+/// Provisions the services alice and bob, gives alice a table `secrets` with one row, and checks
+/// that bob can neither read, write nor create in alice's schema, nor create in `public`.
+/// Returns alice's connection and what was provisioned for her.
+pub async fn provision_two_and_check_isolation(pg: &TempPostgres) -> (Client, Desired) {
+    let config = admin_config(pg);
+    let alice = desired("alice", "uid-1");
+    let bob = desired("bob", "uid-2");
+    provision(&config, &alice).await.expect("alice");
+    provision(&config, &bob).await.expect("bob");
+    let alice_db = connect_as(pg, "alice", &alice.password)
+        .await
+        .expect("alice logs in");
+    let bob_db = connect_as(pg, "bob", &bob.password)
+        .await
+        .expect("bob logs in");
+    alice_db
+        .batch_execute("CREATE TABLE secrets (v text); INSERT INTO secrets VALUES ('alice only')")
+        .await
+        .expect("alice's table");
+    for statement in [
+        "SELECT * FROM alice.secrets",
+        "INSERT INTO alice.secrets VALUES ('bob was here')",
+        "CREATE TABLE alice.intruder (x int)",
+        "DROP TABLE alice.secrets",
+        "CREATE TABLE public.squatter (x int)",
+    ] {
+        let error = bob_db.batch_execute(statement).await.expect_err(statement);
+        let code = error.code().map(|c| c.code().to_string());
+        assert_eq!(code.as_deref(), Some("42501"), "{statement}: {error:?}");
+    }
+    let rows: i64 = alice_db
+        .query_one("SELECT count(*) FROM secrets", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 1, "alice's row is untouched");
+    (alice_db, alice)
 }

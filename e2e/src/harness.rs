@@ -19,29 +19,40 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Builds the operator binary (a no-op when it is up to date) and returns its path.
-pub fn operator_binary() -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "tessera-operator",
-            "--bin",
-            "operator",
-        ])
-        .status()
-        .context("run cargo build for the operator")?;
-    if !status.success() {
-        bail!("building the operator failed with {status}");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+/// Where cargo puts this workspace's builds.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    Ok(target.join("debug").join("operator"))
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
+
+/// Builds the packages' binaries (a no-op when they are up to date) into `target/debug`.
+pub fn build(packages: &[&str]) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "--bins"]);
+    for package in packages {
+        command.args(["-p", package]);
+    }
+    let status = command
+        .status()
+        .with_context(|| format!("run cargo build for {packages:?}"))?;
+    if !status.success() {
+        bail!("building {packages:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Builds the operator binary and returns its path.
+pub fn operator_binary() -> Result<PathBuf> {
+    build(&["tessera-operator"])?;
+    Ok(target_dir().join("debug").join("operator"))
+}
+
+/// The example services the pod runner runs for pods labelled `tessera.dev/pod-runner: service`.
+pub const EXAMPLE_SERVICES: [&str; 3] = ["user-service", "time-service", "ping-service"];
 
 /// Starts the operator against the control plane with its own (RBAC-limited) kubeconfig.
 pub fn start_operator(state: &State, binary: &Path, extra_env: &[(&str, &str)]) -> Result<Managed> {
@@ -103,4 +114,41 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// One HTTP/1.1 exchange over a fresh connection: the status code and the body. Enough for the
+/// example services (JSON bodies with a Content-Length); bounded by `timeout`.
+pub async fn http(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    json_body: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        let body = json_body.unwrap_or("");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(timeout, exchange)
+        .await
+        .with_context(|| format!("{method} {path} on {address} timed out"))?
+        .with_context(|| format!("{method} {path} on {address}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP response from {address}: {head:?}"))?;
+    Ok((status, body.to_string()))
 }

@@ -15,8 +15,13 @@
 //! - with the superuser password from the container's `POSTGRES_PASSWORD` (a value or a Secret
 //!   reference) and password authentication, or trust when `POSTGRES_HOST_AUTH_METHOD=trust`.
 //!
+//! A pod labelled `tessera.dev/pod-runner: service` runs the example service its image names
+//! (`tessera/user-service:0.1.0` runs `target/debug/user-service`, built beforehand) with the
+//! pod's environment (`env`, `envFrom`, Secret and ConfigMap references) and `HOST` set to its
+//! loopback address; it counts as started once its readiness probe passes.
+//!
 //! The pod runner reports the pod Running and Ready with the loopback address as pod IP once the
-//! server accepts connections, and when the pod is deleted it stops the server, removes the host
+//! server accepts connections, and when the pod is deleted it stops the process, removes the host
 //! names and lets the pod go. Other pods are left to kwok.
 
 use std::collections::HashMap;
@@ -38,12 +43,21 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::hosts::HostsFile;
+use crate::process::{self, Managed};
 
 pub const LABEL: &str = "tessera.dev/pod-runner";
 const FIRST_ADDRESS: u8 = 10;
 
+mod service;
+
+/// What runs for a pod.
+enum Process {
+    Postgres(TempPostgres),
+    Service(Managed),
+}
+
 struct Running {
-    server: TempPostgres,
+    process: Process,
     names: Vec<String>,
     ip: Ipv4Addr,
 }
@@ -151,6 +165,9 @@ async fn single_node_citus(
     client
         .batch_execute("CREATE EXTENSION IF NOT EXISTS citus")
         .await?;
+    if !password.is_empty() {
+        pgtemp::citus::allow_self_connections(&client, server.superuser(), password).await?;
+    }
     client
         .execute("SELECT citus_set_coordinator_host($1, $2)", &[&host, &port])
         .await?;
@@ -161,6 +178,14 @@ async fn single_node_citus(
         )
         .await?;
     Ok(())
+}
+
+async fn stop_process(process: Process) {
+    let _ = tokio::task::spawn_blocking(move || match process {
+        Process::Postgres(mut server) => server.stop(),
+        Process::Service(service) => process::stop_managed(&service, Duration::from_secs(10)),
+    })
+    .await;
 }
 
 /// Whether the pod's Ready condition is True.
@@ -264,8 +289,9 @@ impl Runner {
         match pod.labels().get(LABEL).map(String::as_str) {
             Some("postgres") => self.start_postgres(&pod, false).await,
             Some("citus") => self.start_postgres(&pod, true).await,
+            Some("service") => self.start_service(&pod).await,
             other => {
-                tracing::warn!(pod = %key, kind = ?other, "the pod runner runs postgres and citus pods only");
+                tracing::warn!(pod = %key, kind = ?other, "the pod runner runs postgres, citus and service pods only");
                 Ok(())
             }
         }
@@ -382,10 +408,48 @@ impl Runner {
                 .with_context(|| format!("set up Citus in pod {key}"))?;
         }
         tracing::info!(pod = %key, address = %ip, port, names = ?names, "PostgreSQL runs for pod");
-        self.running
-            .lock()
+        self.running.lock().await.insert(
+            key.clone(),
+            Running {
+                process: Process::Postgres(server),
+                names,
+                ip,
+            },
+        );
+        self.report_running(pod, ip).await
+    }
+
+    async fn start_service(&self, pod: &Pod) -> Result<()> {
+        let key = key(pod);
+        let namespace = pod.namespace().unwrap_or_default();
+        let container = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first().cloned())
+            .unwrap_or_default();
+        self.stop_predecessors(&namespace, &pod.name_any(), &key)
+            .await;
+        let ip = self
+            .address(&format!("{namespace}/{}", pod.name_any()))
+            .await;
+        let env = service::environment(&self.client, pod, &container, ip)
             .await
-            .insert(key.clone(), Running { server, names, ip });
+            .with_context(|| format!("environment of pod {key}"))?;
+        let started = service::start(&self.state_dir, pod, &container, ip, &env)
+            .with_context(|| format!("start the service of pod {key}"))?;
+        if let Err(error) = service::wait_ready(&started, &container, ip).await {
+            stop_process(Process::Service(started)).await;
+            return Err(error);
+        }
+        tracing::info!(pod = %key, address = %ip, image = ?container.image, "service runs for pod");
+        self.running.lock().await.insert(
+            key,
+            Running {
+                process: Process::Service(started),
+                names: Vec::new(),
+                ip,
+            },
+        );
         self.report_running(pod, ip).await
     }
 
@@ -448,10 +512,10 @@ impl Runner {
 
     async fn stop(&self, key: &str) {
         let running = self.running.lock().await.remove(key);
-        if let Some(mut running) = running {
+        if let Some(running) = running {
             let _ = self.hosts.remove(&running.names);
-            let _ = tokio::task::spawn_blocking(move || running.server.stop()).await;
-            tracing::info!(pod = %key, "PostgreSQL stopped");
+            stop_process(running.process).await;
+            tracing::info!(pod = %key, "pod stopped");
         }
     }
 

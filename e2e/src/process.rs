@@ -15,6 +15,7 @@ pub struct Managed {
     pub name: String,
     pub pid: i32,
     pub log: PathBuf,
+    pub pid_file: PathBuf,
 }
 
 /// Starts `command` in its own process group (a Ctrl-C in the terminal does not reach it), with
@@ -35,14 +36,22 @@ pub fn spawn(dir: &Path, name: &str, mut command: Command) -> Result<Managed> {
         .spawn()
         .with_context(|| format!("start {name} ({command:?})"))?;
     let pid = i32::try_from(child.id()).context("pid out of range")?;
-    fs::write(pids.join(format!("{name}.pid")), pid.to_string())?;
+    let pid_file = pids.join(format!("{name}.pid"));
+    fs::write(&pid_file, pid.to_string())?;
     // The child is reaped by whoever outlives it; the harness tracks it by pid.
     std::mem::forget(child);
     Ok(Managed {
         name: name.to_string(),
         pid,
         log,
+        pid_file,
     })
+}
+
+/// Stops a process started by `spawn` and forgets its pid, which the system may hand out again.
+pub fn stop_managed(process: &Managed, grace: Duration) {
+    stop(process.pid, grace);
+    let _ = fs::remove_file(&process.pid_file);
 }
 
 pub fn is_alive(pid: i32) -> bool {

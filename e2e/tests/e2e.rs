@@ -49,6 +49,7 @@ async fn tessera_end_to_end() -> Result<()> {
     harness::install(&state)?;
     let client = harness::admin_client(&state).await?;
     let operator_binary = harness::operator_binary()?;
+    harness::build(&harness::EXAMPLE_SERVICES)?;
     let operator = harness::start_operator(
         &state,
         &operator_binary,
@@ -84,7 +85,7 @@ async fn tessera_end_to_end() -> Result<()> {
             Box::pin(unreachable_database(&env)),
         ),
         (
-            "a coordinator run by the pod runner behind its DNS name",
+            "a coordinator run by the pod runner behind its DNS name, and a service on it",
             Box::pin(pod_runner_database(&env)),
         ),
     ];
@@ -781,8 +782,58 @@ spec:
         "{node}"
     );
 
-    // The pod goes and comes back with its data: the role is still there and still Tessera's.
+    // The example user service, run by the pod runner with the Secret Tessera wrote, serves the
+    // tutorial's API from its own schema.
+    let users: Microservice = serde_json::from_value(json!({
+        "apiVersion": "tessera.dev/v1alpha1", "kind": "Microservice",
+        "metadata": {"name": "user-service"},
+        "spec": {
+            "image": "tessera/user-service:0.1.0",
+            "replicas": 1,
+            "ports": [{"name": "http", "containerPort": 5000}],
+            "env": [{"name": "PORT", "value": "5000"}],
+            "probes": {"readiness": {"httpGet": {"path": "/ready", "port": "http"}}},
+            "podTemplate": {"labels": {tessera_e2e::podrunner::LABEL: "service"}},
+            "database": {"clusterRef": {"name": "main"}},
+        },
+    }))?;
+    api.create(&PostParams::default(), &users).await?;
+    wait_condition(env, ns, "user-service", "Ready", "True", None).await?;
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let service_pods = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=user-service"))
+        .await?;
+    let pod_ip = service_pods
+        .items
+        .first()
+        .and_then(|p| p.status.as_ref())
+        .and_then(|s| s.pod_ip.clone())
+        .context("the user service's pod IP")?;
+    let address = std::net::SocketAddr::new(pod_ip.parse()?, 5000);
+    let body = r#"[{"name": "Ada", "email": "ada@example.com"}]"#;
+    let (status, answer) = harness::http(
+        address,
+        "POST",
+        "/users",
+        Some(body),
+        Duration::from_secs(10),
+    )
+    .await?;
+    ensure!(status == 201, "POST /users: {status} {answer}");
+    let (status, answer) = harness::http(
+        address,
+        "POST",
+        "/users",
+        Some("{}"),
+        Duration::from_secs(10),
+    )
+    .await?;
+    ensure!(
+        status == 400 && answer.contains("Expected an array of users"),
+        "POST /users with an object: {status} {answer}"
+    );
+
+    // The pod goes and comes back with its data: the role is still there and still Tessera's.
     let first = pods.get("db-0").await?.uid().unwrap_or_default();
     pods.delete("db-0", &DeleteParams::default()).await?;
     wait_until("the StatefulSet's new db-0 is Ready", WAIT, || async {
@@ -798,7 +849,44 @@ spec:
         condition(&ms, "Conflict").is_some_and(|c| c.0 == "False"),
         "the kept role is still Tessera's"
     );
+    // The service reconnects to the restarted database and finds its rows.
+    let users = wait_until("the user service lists Ada again", WAIT, || async {
+        let (status, answer) =
+            harness::http(address, "GET", "/users", None, Duration::from_secs(10)).await?;
+        Ok((status == 200 && answer.contains("ada@example.com")).then_some(answer))
+    })
+    .await?;
+    let table_schema: Option<String> = {
+        let client = admin_client_for(ns, password).await?;
+        client
+            .query_opt(
+                "SELECT schemaname::text FROM pg_tables WHERE tablename = 'users'",
+                &[],
+            )
+            .await?
+            .map(|row| row.get(0))
+    };
+    ensure!(
+        table_schema.as_deref() == Some("user_service"),
+        "the users table is in the service's schema: {table_schema:?} ({users})"
+    );
     Ok(())
+}
+
+/// The superuser of the pod runner's coordinator in `ns`, reached by its DNS name.
+async fn admin_client_for(ns: &str, password: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(format!("db-0.db.{ns}.svc.cluster.local"))
+        .port(5432)
+        .user("postgres")
+        .password(password)
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(10))
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("connect to the pod runner's coordinator")?;
+    tokio::spawn(connection);
+    Ok(client)
 }
 
 async fn citus_distribution(env: &Env) -> Result<()> {

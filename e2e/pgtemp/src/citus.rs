@@ -73,6 +73,24 @@ pub struct CitusCluster {
     pub workers: Vec<TempPostgres>,
 }
 
+/// A coordinator also connects to itself (to sync metadata and run DDL on the shards it holds);
+/// Citus reads the password for those connections from `pg_dist_authinfo`.
+pub async fn allow_self_connections(
+    admin: &Client,
+    superuser: &str,
+    password: &str,
+) -> Result<(), CitusError> {
+    admin
+        .execute(
+            "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, $1, $2) \
+             ON CONFLICT DO NOTHING",
+            &[&superuser, &format!("password={password}")],
+        )
+        .await
+        .map_err(sql("store the superuser password for node connections"))?;
+    Ok(())
+}
+
 impl CitusCluster {
     /// Starts a coordinator and `workers` workers. Workers trust loopback because the
     /// coordinator reaches them as whichever role runs a query; the coordinator, which services
@@ -120,14 +138,12 @@ impl CitusCluster {
             )
             .await
             .map_err(sql("set the coordinator host"))?;
-        // The coordinator also connects to itself; give Citus the superuser password for that.
-        admin
-            .execute(
-                "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, 'postgres', $1)",
-                &[&format!("password={}", coordinator.superuser_password())],
-            )
-            .await
-            .map_err(sql("store the superuser password for node connections"))?;
+        allow_self_connections(
+            &admin,
+            coordinator.superuser(),
+            coordinator.superuser_password(),
+        )
+        .await?;
         for worker in &workers {
             admin
                 .execute(

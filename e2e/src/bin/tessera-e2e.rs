@@ -97,6 +97,8 @@ fn down(dir: &Path) -> Result<()> {
         return Ok(());
     }
     controlplane::down(dir);
+    // Pod processes the pod runner did not get to stop (it was killed, say).
+    tessera_e2e::process::stop_all(&dir.join("pod-runner"));
     HostsFile::new(&run_id(dir)).clear()?;
     std::fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()))?;
     println!("stopped and removed {}", dir.display());
@@ -117,8 +119,16 @@ async fn demo(dir: &Path) -> Result<()> {
                 "the demo did not come up; logs are in {}/logs. Cleaning up.",
                 dir.display()
             );
-            for log in ["operator", "pod-runner"] {
-                let path = dir.join("logs").join(format!("{log}.log"));
+            let pod_logs = std::fs::read_dir(dir.join("pod-runner/logs"))
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| entry.ok().map(|e| e.path()));
+            let logs = ["operator", "pod-runner"]
+                .map(|log| dir.join("logs").join(format!("{log}.log")))
+                .into_iter()
+                .chain(pod_logs);
+            for path in logs {
+                let log = path.file_stem().unwrap_or_default().to_string_lossy();
                 if path.exists() {
                     eprintln!(
                         "--- {log} log (last 40 lines)\n{}",
@@ -143,7 +153,9 @@ async fn run_demo(dir: &Path) -> Result<()> {
     runner.arg("pod-runner").arg(dir);
     process::spawn(&state.dir, "pod-runner", runner)?;
     let operator = harness::operator_binary()?;
-    harness::start_operator(&state, &operator, &[])?;
+    harness::build(&harness::EXAMPLE_SERVICES)?;
+    // A short resync, so the status soon shows where the services' tables went.
+    harness::start_operator(&state, &operator, &[("TESSERA_RESYNC_INTERVAL", "10")])?;
 
     let root = harness::workspace_root();
     let examples = root.join("manifests/examples");
@@ -157,15 +169,11 @@ async fn run_demo(dir: &Path) -> Result<()> {
         "-f",
         &root.join("e2e/demo/coordinator.yaml").display().to_string(),
     ])?;
-    for service in ["user-service", "time-service", "ping-service"] {
-        state.kubectl_output(&[
-            "apply",
-            "-f",
-            &examples
-                .join(format!("{service}.yaml"))
-                .display()
-                .to_string(),
-        ])?;
+    for service in harness::EXAMPLE_SERVICES {
+        let manifest = run_by_pod_runner(&examples.join(format!("{service}.yaml")))?;
+        let file = dir.join(format!("{service}.yaml"));
+        std::fs::write(&file, manifest)?;
+        state.kubectl_output(&["apply", "-f", &file.display().to_string()])?;
     }
 
     let client = harness::admin_client(&state).await?;
@@ -188,6 +196,22 @@ async fn run_demo(dir: &Path) -> Result<()> {
     )
     .await?;
 
+    println!("\nThe services answer on their pods' addresses:");
+    exercise_services(&state).await?;
+    wait_until(
+        "the status shows the user service's table",
+        Duration::from_secs(60),
+        || async {
+            let ms = microservices.get("user-service").await?;
+            let size = ms
+                .status
+                .and_then(|s| s.database)
+                .and_then(|d| d.size_bytes);
+            Ok(size.filter(|bytes| *bytes > 0))
+        },
+    )
+    .await?;
+
     println!("\n$ kubectl get citusclusters,microservices -o wide");
     print!(
         "{}",
@@ -199,6 +223,55 @@ async fn run_demo(dir: &Path) -> Result<()> {
         "\nThe demo keeps running. Try:\n  export KUBECONFIG={}\n  kubectl describe microservice user-service\n  kubectl get deployments,services,secrets\nStop it with: make demo-stop",
         state.admin_kubeconfig.display()
     );
+    Ok(())
+}
+
+/// An example manifest with its pods marked for the pod runner, which runs the service binary.
+fn run_by_pod_runner(example: &Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(example).with_context(|| format!("read {}", example.display()))?;
+    let mut manifest: serde_yaml::Value = serde_yaml::from_str(&text)?;
+    let labels = &mut manifest["spec"]["podTemplate"]["labels"];
+    if labels.is_null() {
+        *labels = serde_yaml::Value::Mapping(Default::default());
+    }
+    labels[podrunner::LABEL] = "service".into();
+    Ok(serde_yaml::to_string(&manifest)?)
+}
+
+/// Calls each example service the way the Citus tutorial's clients do, and prints the answers.
+async fn exercise_services(state: &State) -> Result<()> {
+    let users = r#"[{"name": "Ada", "email": "ada@example.com"}, {"name": "Alan", "email": "alan@example.com"}]"#;
+    let calls = [
+        ("user-service", 5000, "POST", "/users", Some(users)),
+        ("user-service", 5000, "GET", "/users", None),
+        ("time-service", 5001, "GET", "/current_time", None),
+        (
+            "ping-service",
+            5002,
+            "POST",
+            "/ping",
+            Some(r#"{"host": "127.0.0.1"}"#),
+        ),
+    ];
+    for (service, port, method, path, body) in calls {
+        let pod_ip = state.kubectl_output(&[
+            "get",
+            "pods",
+            "-l",
+            &format!("app.kubernetes.io/name={service}"),
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ])?;
+        let address = std::net::SocketAddr::new(pod_ip.trim().parse()?, port);
+        let (status, answer) =
+            harness::http(address, method, path, body, Duration::from_secs(30)).await?;
+        let answer: String = answer.replace('\n', " ").chars().take(150).collect();
+        println!("  {method} http://{address}{path} -> {status} {answer}");
+        if !(200..300).contains(&status) {
+            bail!("{service} answered {status} to {method} {path}");
+        }
+    }
     Ok(())
 }
 

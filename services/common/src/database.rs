@@ -38,7 +38,9 @@ pub enum DatabaseError {
     Query(String),
 }
 
-fn describe(error: &dyn std::error::Error) -> String {
+/// An error with its causes: tokio-postgres says "db error" and keeps the server's message in the
+/// source.
+pub(crate) fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -57,9 +57,15 @@ impl ApiError {
         Self::database(error)
     }
 
-    /// A database failure: logged in full, answered without internals.
-    pub fn database(error: impl std::fmt::Display) -> Self {
-        tracing::error!(%error, "database request failed");
+    /// A database failure: logged in full (with its causes, where the server's message is),
+    /// answered without internals.
+    pub fn database(error: impl std::error::Error) -> Self {
+        Self::unavailable(&crate::database::describe(&error))
+    }
+
+    /// The database cannot serve the request, for the reason logged.
+    pub fn unavailable(reason: &str) -> Self {
+        tracing::error!(error = reason, "database request failed");
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "The database is unavailable; try again later.".into(),
@@ -102,7 +108,7 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     match tokio::time::timeout(Duration::from_secs(2), check).await {
         Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
         Ok(Err(error)) => Err(error),
-        Err(_) => Err(ApiError::database("readiness check timed out")),
+        Err(_) => Err(ApiError::unavailable("readiness check timed out")),
     }
 }
 

@@ -29,6 +29,32 @@ async fn pings_a_host_and_keeps_the_result() {
     if !ping_installed() {
         return;
     }
+    pings_and_keeps(&svc).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pings_on_citus() {
+    if !ping_installed() {
+        return;
+    }
+    let Some(svc) = TestService::start_on_citus(
+        "ping-service",
+        ping_service::MIGRATIONS,
+        ping_service::routes(),
+    )
+    .await
+    else {
+        return;
+    };
+    pings_and_keeps(&svc).await;
+    assert_eq!(
+        svc.distributed_tables().await,
+        2,
+        "ping_results and schema_migrations are distributed with the schema"
+    );
+}
+
+async fn pings_and_keeps(svc: &TestService) {
     let response = svc.http.post("/ping", r#"{"host": "127.0.0.1"}"#).await;
     assert_eq!(response.status, 200, "{:?}", response.body);
     assert_eq!(response.body["host"], "127.0.0.1");

@@ -72,9 +72,11 @@ pub fn config_for(pg: &TempPostgres, role: &str, password: &str) -> Config {
     .expect("valid configuration")
 }
 
-/// A PostgreSQL with the service's role, and the service running against it.
+/// A PostgreSQL (or a Citus coordinator with its workers) with the service's role, and the
+/// service running against it.
 pub struct TestService {
     pub pg: TempPostgres,
+    pub workers: Vec<TempPostgres>,
     pub role: String,
     pub password: String,
     pub running: Running,
@@ -88,6 +90,41 @@ impl TestService {
         routes: axum::Router<AppState>,
     ) -> Self {
         let pg = TempPostgres::start().expect("start PostgreSQL");
+        Self::start_on(pg, Vec::new(), name, migrations, routes).await
+    }
+
+    /// The service on a Citus cluster of a coordinator and two workers, its schema distributed
+    /// as Tessera does it; None, after a SKIPPED line, where Citus is not installed.
+    pub async fn start_on_citus(
+        name: &str,
+        migrations: &'static [Migration],
+        routes: axum::Router<AppState>,
+    ) -> Option<Self> {
+        if !pgtemp::citus::available_or_skip(&format!("{name} on Citus")) {
+            return None;
+        }
+        let cluster = pgtemp::citus::CitusCluster::start(2)
+            .await
+            .expect("start a Citus cluster");
+        Some(
+            Self::start_on(
+                cluster.coordinator,
+                cluster.workers,
+                name,
+                migrations,
+                routes,
+            )
+            .await,
+        )
+    }
+
+    async fn start_on(
+        pg: TempPostgres,
+        workers: Vec<TempPostgres>,
+        name: &str,
+        migrations: &'static [Migration],
+        routes: axum::Router<AppState>,
+    ) -> Self {
         let (role, password) = provision_role(&pg, name).await;
         let config = config_for(&pg, &role, &password);
         let running = tessera_service::http::start(&config, migrations, routes)
@@ -96,6 +133,7 @@ impl TestService {
         let http = Http::new(&format!("http://{}", running.address));
         Self {
             pg,
+            workers,
             role,
             password,
             running,
@@ -108,6 +146,20 @@ impl TestService {
         pgtemp::citus::superuser(&self.pg)
             .await
             .expect("superuser connects")
+    }
+
+    /// How many tables of the service's schema Citus distributes (with the schema, as one unit).
+    pub async fn distributed_tables(&self) -> i64 {
+        self.admin()
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid \
+                 WHERE c.relnamespace = $1::text::regnamespace",
+                &[&self.role],
+            )
+            .await
+            .expect("Citus metadata")
+            .get(0)
     }
 
     /// The schema a table is in, if it exists.

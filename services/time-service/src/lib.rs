@@ -28,18 +28,20 @@ async fn current_time(
     // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d; report it as IPv4.
     let ip = peer.ip().to_canonical();
     let client = state.pool.get().await.map_err(ApiError::database)?;
-    // The database's clock, to the second, is both the answer and the record.
+    // The database's clock, to the second, is both the answer and the record. It is formatted
+    // here: Citus refuses functions that are not IMMUTABLE (to_char) in RETURNING.
     let row = client
         .query_one(
             "INSERT INTO query_details (ip_address, query_time)
              VALUES ($1, date_trunc('second', localtimestamp))
-             RETURNING to_char(query_time, 'YYYY-MM-DD HH24:MI:SS')",
+             RETURNING query_time",
             &[&ip],
         )
         .await
         .map_err(ApiError::query)?;
+    let query_time: jiff::civil::DateTime = row.get(0);
     Ok(Json(json!({
-        "current_time": row.get::<_, String>(0),
+        "current_time": query_time.strftime("%Y-%m-%d %H:%M:%S").to_string(),
         "ip_address": ip.to_string(),
     })))
 }

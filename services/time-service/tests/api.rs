@@ -10,6 +10,29 @@ async fn answers_the_time_and_records_the_query() {
         time_service::routes(),
     )
     .await;
+    answers_and_records(&svc).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_the_time_on_citus() {
+    let Some(svc) = TestService::start_on_citus(
+        "time-service",
+        time_service::MIGRATIONS,
+        time_service::routes(),
+    )
+    .await
+    else {
+        return;
+    };
+    answers_and_records(&svc).await;
+    assert_eq!(
+        svc.distributed_tables().await,
+        2,
+        "query_details and schema_migrations are distributed with the schema"
+    );
+}
+
+async fn answers_and_records(svc: &TestService) {
     let response = svc.http.get("/current_time").await;
     assert_eq!(response.status, 200, "{:?}", response.body);
     let time = response.body["current_time"]

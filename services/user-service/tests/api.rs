@@ -140,40 +140,25 @@ async fn health_and_readiness() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_citus_the_tables_land_in_the_distributed_schema() {
-    if !pgtemp::citus::available_or_skip("user service on Citus") {
+    let Some(service) = TestService::start_on_citus(
+        "user-service",
+        user_service::MIGRATIONS,
+        user_service::routes(),
+    )
+    .await
+    else {
         return;
-    }
-    let cluster = pgtemp::citus::CitusCluster::start(2)
-        .await
-        .expect("Citus cluster");
-    let (role, password) =
-        service_testing::provision_role(&cluster.coordinator, "user-service").await;
-    let config = service_testing::config_for(&cluster.coordinator, &role, &password);
-    let running =
-        tessera_service::http::start(&config, user_service::MIGRATIONS, user_service::routes())
-            .await
-            .expect("starts on Citus");
-    let http = service_testing::Http::new(&format!("http://{}", running.address));
-    let created = http
+    };
+    let created = service
+        .http
         .post("/users", r#"[{"name": "Ada", "email": "ada@example.com"}]"#)
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
-    assert_eq!(http.get("/users").await.body[0]["name"], "Ada");
-    let admin = pgtemp::citus::superuser(&cluster.coordinator)
-        .await
-        .expect("admin");
-    let tenant_tables: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid \
-             WHERE c.relnamespace = 'user_service'::regnamespace",
-            &[],
-        )
-        .await
-        .expect("Citus metadata")
-        .get(0);
+    assert_eq!(service.http.get("/users").await.body[0]["name"], "Ada");
     assert_eq!(
-        tenant_tables, 2,
+        service.distributed_tables().await,
+        2,
         "users and schema_migrations are distributed with the schema"
     );
-    running.stop().await.expect("graceful stop");
+    service.running.stop().await.expect("graceful stop");
 }

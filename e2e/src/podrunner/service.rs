@@ -1,0 +1,240 @@
+//! Pods labelled `tessera.dev/pod-runner: service`: the pod runner runs the example service the
+//! image names, from the workspace build (`tessera/user-service:0.1.0` runs
+//! `target/debug/user-service`), with the pod's environment, on the pod's loopback address.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Api, Client, ResourceExt};
+use tokio::net::TcpStream;
+
+use crate::harness;
+use crate::process::{self, Managed};
+
+/// How long a service may take from start to its first successful readiness check.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The binary an image names: the last path segment without tag or digest.
+pub fn binary_for(image: &str) -> Option<String> {
+    let last = image.rsplit('/').next()?;
+    let name = last.split(['@', ':']).next()?;
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// The container's environment as the kubelet builds it: `envFrom` first, then `env`, which wins.
+pub async fn environment(
+    client: &Client,
+    pod: &Pod,
+    container: &Container,
+    ip: Ipv4Addr,
+) -> Result<BTreeMap<String, String>> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let mut env = BTreeMap::new();
+    for source in container.env_from.iter().flatten() {
+        let prefix = source.prefix.clone().unwrap_or_default();
+        if let Some(reference) = &source.secret_ref {
+            match secrets.get_opt(&reference.name).await? {
+                Some(secret) => {
+                    for (key, value) in secret.data.unwrap_or_default() {
+                        env.insert(format!("{prefix}{key}"), text(value.0)?);
+                    }
+                }
+                None if reference.optional == Some(true) => {}
+                None => bail!("Secret {} (envFrom) does not exist", reference.name),
+            }
+        }
+        if let Some(reference) = &source.config_map_ref {
+            match config_maps.get_opt(&reference.name).await? {
+                Some(map) => {
+                    for (key, value) in map.data.unwrap_or_default() {
+                        env.insert(format!("{prefix}{key}"), value);
+                    }
+                }
+                None if reference.optional == Some(true) => {}
+                None => bail!("ConfigMap {} (envFrom) does not exist", reference.name),
+            }
+        }
+    }
+    for var in container.env.iter().flatten() {
+        let value = match (&var.value, &var.value_from) {
+            (Some(value), _) => Some(value.clone()),
+            (None, Some(from)) => {
+                if let Some(key) = &from.secret_key_ref {
+                    let secret = secrets.get_opt(&key.name).await?;
+                    let value = secret
+                        .and_then(|s| s.data)
+                        .and_then(|d| d.get(&key.key).cloned());
+                    match value {
+                        Some(value) => Some(text(value.0)?),
+                        None if key.optional == Some(true) => None,
+                        None => bail!("{}: Secret {} has no key {}", var.name, key.name, key.key),
+                    }
+                } else if let Some(key) = &from.config_map_key_ref {
+                    let map = config_maps.get_opt(&key.name).await?;
+                    let value = map
+                        .and_then(|m| m.data)
+                        .and_then(|d| d.get(&key.key).cloned());
+                    match value {
+                        Some(value) => Some(value),
+                        None if key.optional == Some(true) => None,
+                        None => bail!(
+                            "{}: ConfigMap {} has no key {}",
+                            var.name,
+                            key.name,
+                            key.key
+                        ),
+                    }
+                } else if let Some(field) = &from.field_ref {
+                    match field.field_path.as_str() {
+                        "metadata.name" => Some(pod.name_any()),
+                        "metadata.namespace" => Some(namespace.clone()),
+                        "status.podIP" | "status.hostIP" => Some(ip.to_string()),
+                        _ => None,
+                    }
+                } else {
+                    None
+                }
+            }
+            (None, None) => Some(String::new()),
+        };
+        if let Some(value) = value {
+            env.insert(var.name.clone(), value);
+        }
+    }
+    Ok(env)
+}
+
+fn text(bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).context("an environment value that is not UTF-8")
+}
+
+/// Starts the service for the pod: its own environment only (plus PATH, for the programs a
+/// service runs), listening on the pod's address. Output goes to `<dir>/logs/<process>.log`.
+pub fn start(
+    dir: &Path,
+    pod: &Pod,
+    container: &Container,
+    ip: Ipv4Addr,
+    env: &BTreeMap<String, String>,
+) -> Result<Managed> {
+    let image = container.image.clone().unwrap_or_default();
+    let binary = binary_for(&image).with_context(|| format!("no binary in image {image:?}"))?;
+    let path = harness::target_dir().join("debug").join(&binary);
+    if !path.is_file() {
+        bail!(
+            "image {image} runs {}, which is not built (cargo build -p {binary})",
+            path.display()
+        );
+    }
+    let mut command = Command::new(&path);
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env)
+        .env("HOST", ip.to_string());
+    let name = format!(
+        "pod-{}-{}",
+        pod.namespace().unwrap_or_default(),
+        pod.name_any()
+    );
+    process::spawn(dir, &name, command)
+}
+
+/// Waits until the container's readiness probe passes (an HTTP GET answering 2xx or 3xx, or a
+/// TCP connect; without a probe, a connect to its first port). Fails with the log's tail when the
+/// process exits or time runs out.
+pub async fn wait_ready(service: &Managed, container: &Container, ip: Ipv4Addr) -> Result<()> {
+    let named_port = |port: &IntOrString| -> Option<u16> {
+        match port {
+            IntOrString::Int(number) => u16::try_from(*number).ok(),
+            IntOrString::String(name) => container
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .and_then(|p| u16::try_from(p.container_port).ok()),
+        }
+    };
+    let first_port = container
+        .ports
+        .iter()
+        .flatten()
+        .next()
+        .and_then(|p| u16::try_from(p.container_port).ok());
+    let probe = container.readiness_probe.as_ref();
+    let http = probe.and_then(|p| p.http_get.as_ref()).and_then(|get| {
+        Some((
+            named_port(&get.port)?,
+            get.path.clone().unwrap_or("/".into()),
+        ))
+    });
+    let tcp = probe
+        .and_then(|p| p.tcp_socket.as_ref())
+        .and_then(|socket| named_port(&socket.port))
+        .or(first_port);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let ready = match (&http, tcp) {
+            (Some((port, path)), _) => http_ok(ip, *port, path).await,
+            (None, Some(port)) => TcpStream::connect((ip, port)).await.is_ok(),
+            (None, None) => true,
+        };
+        if ready {
+            return Ok(());
+        }
+        process::reap();
+        if !process::is_alive(service.pid) {
+            bail!(
+                "{} exited before it was ready; its log ({}):\n{}",
+                service.name,
+                service.log.display(),
+                process::tail(&service.log, 20)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} was not ready after {READY_TIMEOUT:?}; its log ({}):\n{}",
+                service.name,
+                service.log.display(),
+                process::tail(&service.log, 20)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether `GET path` on `ip:port` answers 2xx or 3xx within a second.
+async fn http_ok(ip: Ipv4Addr, port: u16, path: &str) -> bool {
+    let address = SocketAddr::new(IpAddr::V4(ip), port);
+    matches!(
+        harness::http(address, "GET", path, None, Duration::from_secs(1)).await,
+        Ok((200..=399, _))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::binary_for;
+
+    #[test]
+    fn an_image_names_its_binary() {
+        assert_eq!(
+            binary_for("tessera/user-service:0.1.0").as_deref(),
+            Some("user-service")
+        );
+        assert_eq!(
+            binary_for("registry.local:5000/x/ping-service@sha256:ab").as_deref(),
+            Some("ping-service")
+        );
+        assert_eq!(binary_for("time-service").as_deref(), Some("time-service"));
+        assert_eq!(binary_for("tessera/:1"), None);
+    }
+}

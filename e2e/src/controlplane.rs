@@ -380,23 +380,7 @@ fn wait_for(component: &Managed, what: &str, mut ready: impl FnMut() -> bool) ->
         if ready() {
             return Ok(());
         }
-        process::reap();
-        if !process::is_alive(component.pid) {
-            bail!(
-                "{} exited while waiting until {what}; its log ({}):\n{}",
-                component.name,
-                component.log.display(),
-                process::tail(&component.log, 60)
-            );
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "timed out after {STARTUP_TIMEOUT:?} waiting until {what}; {} log ({}):\n{}",
-                component.name,
-                component.log.display(),
-                process::tail(&component.log, 60)
-            );
-        }
+        component.check_starting(what, deadline)?;
         std::thread::sleep(Duration::from_millis(200));
     }
 }

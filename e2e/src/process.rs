@@ -48,6 +48,27 @@ pub fn spawn(dir: &Path, name: &str, mut command: Command) -> Result<Managed> {
     })
 }
 
+impl Managed {
+    /// While waiting until `what`: an error carrying the log's last lines once the process has
+    /// exited or `deadline` has passed.
+    pub fn check_starting(&self, what: &str, deadline: Instant) -> Result<()> {
+        reap();
+        let trouble = if !is_alive(self.pid) {
+            "exited"
+        } else if Instant::now() > deadline {
+            "timed out"
+        } else {
+            return Ok(());
+        };
+        anyhow::bail!(
+            "{} {trouble} while waiting until {what}; its log ({}):\n{}",
+            self.name,
+            self.log.display(),
+            tail(&self.log, 60)
+        )
+    }
+}
+
 /// Stops a process started by `spawn` and forgets its pid, which the system may hand out again.
 pub fn stop_managed(process: &Managed, grace: Duration) {
     stop(process.pid, grace);

@@ -190,23 +190,7 @@ pub async fn wait_ready(service: &Managed, container: &Container, ip: Ipv4Addr) 
         if ready {
             return Ok(());
         }
-        process::reap();
-        if !process::is_alive(service.pid) {
-            bail!(
-                "{} exited before it was ready; its log ({}):\n{}",
-                service.name,
-                service.log.display(),
-                process::tail(&service.log, 20)
-            );
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{} was not ready after {READY_TIMEOUT:?}; its log ({}):\n{}",
-                service.name,
-                service.log.display(),
-                process::tail(&service.log, 20)
-            );
-        }
+        service.check_starting("it is ready", deadline)?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

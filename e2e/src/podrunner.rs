@@ -281,10 +281,10 @@ impl Runner {
         let running_at = self.running.lock().await.get(&key).map(|r| r.ip);
         if let Some(ip) = running_at {
             // A report that failed earlier is made again on the pod's next event.
-            return match pod_ready(&pod) {
-                true => Ok(()),
-                false => self.report_running(&pod, ip).await,
-            };
+            if pod_ready(&pod) {
+                return Ok(());
+            }
+            return self.report_running(&pod, ip).await;
         }
         match pod.labels().get(LABEL).map(String::as_str) {
             Some("postgres") => self.start_postgres(&pod, false).await,

@@ -152,3 +152,20 @@ pub async fn http(
         .with_context(|| format!("not an HTTP response from {address}: {head:?}"))?;
     Ok((status, body.to_string()))
 }
+
+/// The superuser (`postgres`) of a database pod run by the pod runner, reached by its DNS name on
+/// port 5432.
+pub async fn pod_superuser(host: &str, password: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(host)
+        .port(5432)
+        .user("postgres")
+        .password(password)
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(10))
+        .connect(tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connect to {host}:5432 as postgres"))?;
+    tokio::spawn(connection);
+    Ok(client)
+}

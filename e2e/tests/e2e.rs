@@ -857,7 +857,8 @@ spec:
     })
     .await?;
     let table_schema: Option<String> = {
-        let client = admin_client_for(ns, password).await?;
+        let client =
+            harness::pod_superuser(&format!("db-0.db.{ns}.svc.cluster.local"), password).await?;
         client
             .query_opt(
                 "SELECT schemaname::text FROM pg_tables WHERE tablename = 'users'",
@@ -871,22 +872,6 @@ spec:
         "the users table is in the service's schema: {table_schema:?} ({users})"
     );
     Ok(())
-}
-
-/// The superuser of the pod runner's coordinator in `ns`, reached by its DNS name.
-async fn admin_client_for(ns: &str, password: &str) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host(format!("db-0.db.{ns}.svc.cluster.local"))
-        .port(5432)
-        .user("postgres")
-        .password(password)
-        .dbname("postgres")
-        .connect_timeout(Duration::from_secs(10))
-        .connect(tokio_postgres::NoTls)
-        .await
-        .context("connect to the pod runner's coordinator")?;
-    tokio::spawn(connection);
-    Ok(client)
 }
 
 async fn citus_distribution(env: &Env) -> Result<()> {

@@ -287,16 +287,9 @@ async fn database_listing(state: &State) -> Result<String> {
     use base64::Engine;
     let password =
         String::from_utf8(base64::engine::general_purpose::STANDARD.decode(password.trim())?)?;
-    let (client, connection) = tokio_postgres::Config::new()
-        .host("citus-coordinator.default.svc.cluster.local")
-        .port(5432)
-        .user("postgres")
-        .password(password)
-        .dbname("postgres")
-        .connect(tokio_postgres::NoTls)
+    let client = harness::pod_superuser("citus-coordinator.default.svc.cluster.local", &password)
         .await
         .context("connect to the demo coordinator")?;
-    tokio::spawn(connection);
     let citus: bool = client
         .query_one(
             "SELECT count(*) > 0 FROM pg_extension WHERE extname = 'citus'",

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher::{self, Event};
@@ -48,6 +48,7 @@ use crate::process::{self, Managed};
 pub const LABEL: &str = "tessera.dev/pod-runner";
 const FIRST_ADDRESS: u8 = 10;
 
+mod environment;
 mod service;
 
 /// What runs for a pod.
@@ -321,30 +322,6 @@ impl Runner {
                     .map(|p| p.container_port)
             })
             .unwrap_or(5432);
-        let env = container.env.clone().unwrap_or_default();
-        let env_value = |name: &str| env.iter().find(|e| e.name == name).cloned();
-        let password = match env_value("POSTGRES_PASSWORD") {
-            Some(var) => match (var.value, var.value_from.and_then(|v| v.secret_key_ref)) {
-                (Some(value), _) => Some(value),
-                (None, Some(reference)) => {
-                    let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
-                    let secret = secrets
-                        .get(&reference.name)
-                        .await
-                        .context("read password Secret")?;
-                    secret
-                        .data
-                        .and_then(|d| d.get(&reference.key).cloned())
-                        .and_then(|v| String::from_utf8(v.0).ok())
-                }
-                _ => None,
-            },
-            None => None,
-        };
-        let trust = env_value("POSTGRES_HOST_AUTH_METHOD")
-            .and_then(|v| v.value)
-            .as_deref()
-            == Some("trust");
         let claim = spec
             .volumes
             .unwrap_or_default()
@@ -372,6 +349,11 @@ impl Runner {
         let ip = self
             .address(&format!("{namespace}/{}", pod.name_any()))
             .await;
+        let env = environment::resolve(&self.client, pod, &container, ip)
+            .await
+            .with_context(|| format!("environment of pod {key}"))?;
+        let password = env.get("POSTGRES_PASSWORD").cloned();
+        let trust = env.get("POSTGRES_HOST_AUTH_METHOD").map(String::as_str) == Some("trust");
         let mut builder = TempPostgres::builder()
             .host(ip.to_string())
             .port(u16::try_from(port).context("port")?)
@@ -432,7 +414,7 @@ impl Runner {
         let ip = self
             .address(&format!("{namespace}/{}", pod.name_any()))
             .await;
-        let env = service::environment(&self.client, pod, &container, ip)
+        let env = environment::resolve(&self.client, pod, &container, ip)
             .await
             .with_context(|| format!("environment of pod {key}"))?;
         let started = service::start(&self.state_dir, pod, &container, ip, &env)

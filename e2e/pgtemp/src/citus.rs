@@ -1,7 +1,6 @@
 //! A local Citus cluster for tests (async): a coordinator and workers, each a temporary
 //! PostgreSQL with Citus preloaded, the workers registered with the coordinator.
 
-use std::io::Write;
 use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
@@ -33,12 +32,7 @@ pub fn available_or_skip(test: &str) -> bool {
         .map(|i| i.has_extension("citus"))
         .unwrap_or(false);
     if !installed {
-        // Straight to stderr: the test harness hides println! output of passing tests, and the
-        // skip must show in the CI log.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: {test}: Citus is not installed in this PostgreSQL"
-        );
+        crate::skipped(test, "Citus is not installed in this PostgreSQL");
     }
     installed
 }

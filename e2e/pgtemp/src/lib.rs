@@ -9,7 +9,7 @@
 pub mod citus;
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -569,6 +569,13 @@ impl Drop for TempPostgres {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Prints the `SKIPPED: <test>: <reason>` line of a test that cannot run here. Straight to
+/// stderr: the test harness hides `println!` output of passing tests, and a skip must show in the
+/// CI log.
+pub fn skipped(test: &str, reason: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
 }
 
 #[cfg(test)]

@@ -243,27 +243,30 @@ fn run_by_pod_runner(example: &Path) -> Result<String> {
 async fn exercise_services(state: &State) -> Result<()> {
     let users = r#"[{"name": "Ada", "email": "ada@example.com"}, {"name": "Alan", "email": "alan@example.com"}]"#;
     let calls = [
-        ("user-service", 5000, "POST", "/users", Some(users)),
-        ("user-service", 5000, "GET", "/users", None),
-        ("time-service", 5001, "GET", "/current_time", None),
+        ("user-service", "POST", "/users", Some(users)),
+        ("user-service", "GET", "/users", None),
+        ("time-service", "GET", "/current_time", None),
         (
             "ping-service",
-            5002,
             "POST",
             "/ping",
             Some(r#"{"host": "127.0.0.1"}"#),
         ),
     ];
-    for (service, port, method, path, body) in calls {
-        let pod_ip = state.kubectl_output(&[
+    for (service, method, path, body) in calls {
+        // The pod's address and the port its manifest declares.
+        let endpoint = state.kubectl_output(&[
             "get",
             "pods",
             "-l",
             &format!("app.kubernetes.io/name={service}"),
             "-o",
-            "jsonpath={.items[0].status.podIP}",
+            "jsonpath={.items[0].status.podIP}:{.items[0].spec.containers[0].ports[0].containerPort}",
         ])?;
-        let address = std::net::SocketAddr::new(pod_ip.trim().parse()?, port);
+        let address: std::net::SocketAddr = endpoint
+            .trim()
+            .parse()
+            .with_context(|| format!("the address of a {service} pod: {endpoint:?}"))?;
         let (status, answer) =
             harness::http(address, method, path, body, Duration::from_secs(30)).await?;
         let answer: String = answer.replace('\n', " ").chars().take(150).collect();

@@ -18,7 +18,10 @@ fn ping_installed() -> bool {
         .output()
         .is_ok();
     if !found {
-        println!("SKIPPED: pinging for real: the ping program is not installed (apt-get install iputils-ping)");
+        service_testing::skipped(
+            "pinging for real",
+            "the ping program is not installed (apt-get install iputils-ping)",
+        );
     }
     found
 }

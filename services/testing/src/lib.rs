@@ -15,6 +15,8 @@ use tessera::sql::{ConnectionConfig, Desired, Owner};
 use tessera_service::http::Running;
 use tessera_service::{AppState, Config, Migration};
 
+pub use pgtemp::skipped;
+
 /// The database side Tessera would create for a Microservice named `name` on `pg`: returns the
 /// role (= schema) and its password.
 pub async fn provision_role(pg: &TempPostgres, name: &str) -> (String, String) {

@@ -301,21 +301,87 @@ async fn crd_validation(env: &Env) -> Result<()> {
         }
         Err(other) => bail!("unexpected error {other}"),
     }
-    // A CitusCluster needs spec.external for now.
+    // A CitusCluster is managed or external, never both or neither, and cannot switch; a
+    // managed one's name fits into its pod and DNS names.
     let clusters: Api<CitusCluster> = Api::namespaced(env.client.clone(), ns);
-    let empty: CitusCluster = serde_json::from_value(json!({
+    let external = json!({"host": "db", "credentialsSecretRef": {"name": "s"}});
+    let rejected = [
+        (
+            "neither",
+            "empty",
+            json!({}),
+            "exactly one of spec.managed and spec.external",
+        ),
+        (
+            "both",
+            "both",
+            json!({"managed": {}, "external": external}),
+            "exactly one of spec.managed and spec.external",
+        ),
+        (
+            "a long name",
+            "a-managed-cluster-name-that-is-far-too-long",
+            json!({"managed": {}}),
+            "at most 40 characters",
+        ),
+        (
+            "negative workers",
+            "negative",
+            json!({"managed": {"workers": {"replicas": -1}}}),
+            "should be greater than or equal to 0",
+        ),
+    ];
+    for (what, name, spec, message) in rejected {
+        let cluster: CitusCluster = serde_json::from_value(json!({
+            "apiVersion": "tessera.dev/v1alpha1", "kind": "CitusCluster",
+            "metadata": {"name": name}, "spec": spec,
+        }))?;
+        match clusters.create(&PostParams::default(), &cluster).await {
+            Ok(_) => bail!("a CitusCluster with {what} was accepted"),
+            Err(kube::Error::Api(status)) => {
+                ensure!(
+                    status.message.contains(message),
+                    "{what}: {}",
+                    status.message
+                )
+            }
+            Err(other) => bail!("unexpected error {other}"),
+        }
+    }
+    let switching: CitusCluster = serde_json::from_value(json!({
         "apiVersion": "tessera.dev/v1alpha1", "kind": "CitusCluster",
-        "metadata": {"name": "empty"}, "spec": {},
+        "metadata": {"name": "switching"}, "spec": {"external": external},
     }))?;
-    match clusters.create(&PostParams::default(), &empty).await {
-        Ok(_) => bail!("a CitusCluster without spec.external was accepted"),
+    clusters.create(&PostParams::default(), &switching).await?;
+    let to_managed = json!({"spec": {"external": null, "managed": {}}});
+    match clusters
+        .patch(
+            "switching",
+            &PatchParams::default(),
+            &Patch::Merge(&to_managed),
+        )
+        .await
+    {
+        Ok(_) => bail!("an external CitusCluster became managed"),
         Err(kube::Error::Api(status)) => ensure!(
-            status.message.contains("spec.external is required"),
+            status
+                .message
+                .contains("cannot switch between managed and external"),
             "{}",
             status.message
         ),
         Err(other) => bail!("unexpected error {other}"),
     }
+    clusters
+        .delete("switching", &DeleteParams::default())
+        .await?;
+    let explain = env
+        .state
+        .kubectl_output(&["explain", "citusclusters.spec.managed.workers.replicas"])?;
+    ensure!(
+        explain.contains("drains the leaving workers"),
+        "kubectl explain shows the description: {explain}"
+    );
     let explain = env
         .state
         .kubectl_output(&["explain", "microservice.spec.database.deletionPolicy"])?;
@@ -883,10 +949,12 @@ async fn citus_distribution(env: &Env) -> Result<()> {
     let clusters: Api<CitusCluster> = Api::namespaced(env.client.clone(), ns);
     let workers = wait_until("the CitusCluster reports two workers", WAIT, || async {
         let c = clusters.get("main").await?;
-        Ok(c.status.and_then(|s| s.workers).filter(|w| *w == 2))
+        Ok(c.status.and_then(|s| s.replicas).filter(|w| *w == 2))
     })
     .await?;
     ensure!(workers == 2);
+    let status = clusters.get("main").await?.status.unwrap_or_default();
+    ensure!(status.workers.as_deref() == Some("2/2"), "{status:?}");
     let api: Api<Microservice> = Api::namespaced(env.client.clone(), ns);
     api.create(
         &PostParams::default(),

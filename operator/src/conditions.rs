@@ -13,6 +13,8 @@ pub const STALLED: &str = "Stalled";
 pub struct Observed {
     pub type_: &'static str,
     pub status: bool,
+    /// Not known yet (status `Unknown`); `status` is then ignored.
+    pub unknown: bool,
     pub reason: String,
     pub message: String,
 }
@@ -27,10 +29,42 @@ impl Observed {
         Self {
             type_,
             status,
+            unknown: false,
             reason: reason.to_string(),
             message: message.into(),
         }
     }
+
+    /// A condition whose status is not known yet.
+    pub fn unknown(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            unknown: true,
+            ..Self::new(type_, false, reason, message)
+        }
+    }
+
+    /// The status as the API writes it.
+    pub fn status_text(&self) -> &'static str {
+        match (self.unknown, self.status) {
+            (true, _) => "Unknown",
+            (false, true) => "True",
+            (false, false) => "False",
+        }
+    }
+}
+
+/// The condition `type_` as `previous` holds it, to carry over unchanged.
+pub fn carried(type_: &'static str, previous: &[Condition]) -> Option<Observed> {
+    previous
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| Observed {
+            type_,
+            status: c.status == "True",
+            unknown: c.status == "Unknown",
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        })
 }
 
 /// The conditions to write: `observed` in order, each keeping the previous transition time
@@ -44,7 +78,7 @@ pub fn merge(
     observed
         .iter()
         .map(|o| {
-            let status = if o.status { "True" } else { "False" }.to_string();
+            let status = o.status_text().to_string();
             let last_transition_time = previous
                 .iter()
                 .find(|p| p.type_ == o.type_ && p.status == status)

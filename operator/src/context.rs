@@ -19,6 +19,10 @@ pub struct Settings {
     /// The first retry delay after a failure; it doubles with each further failure.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// The cluster's DNS domain, for the stable names of managed clusters' pods and Services.
+    pub cluster_domain: String,
+    /// How often a CitusCluster is looked at while a rebalance or drain runs.
+    pub job_poll_interval: Duration,
 }
 
 impl Default for Settings {
@@ -28,6 +32,8 @@ impl Default for Settings {
             resync_interval: Duration::from_secs(300),
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(300),
+            cluster_domain: "cluster.local".to_string(),
+            job_poll_interval: Duration::from_secs(3),
         }
     }
 }

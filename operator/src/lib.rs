@@ -5,5 +5,7 @@ pub mod cituscluster;
 pub mod conditions;
 pub mod context;
 pub mod crd;
+pub mod digest;
 pub mod microservice;
 pub mod sql;
+pub mod ssa;

@@ -80,11 +80,23 @@ async fn distributes_the_schema_and_reports_its_node() {
         .get(0);
     assert_eq!(tenant, colocation);
 
-    // The cluster status reads versions and nodes.
-    let client = sql::connect(&config).await.expect("connect");
-    let info = sql::cluster::read(&client).await.expect("cluster info");
+    // The cluster's catalog: versions, and the one schema's placement on the worker the
+    // status names (a table and its shard: one sole placement).
+    let mut client = sql::connect(&config).await.expect("connect");
+    let info = sql::cluster::read(&mut client).await.expect("cluster info");
     assert!(info.citus_version.is_some());
-    assert_eq!(info.nodes.iter().filter(|n| !n.is_coordinator()).count(), 2);
+    assert_eq!(info.workers().count(), 2);
+    let holder = info
+        .workers()
+        .find(|n| n.address() == node)
+        .expect("the node the status names");
+    assert_eq!(holder.sole_placements, 1);
+    assert_eq!(
+        info.nodes.iter().map(|n| n.sole_placements).sum::<i64>(),
+        1,
+        "{:?}",
+        info.nodes
+    );
 }
 
 #[tokio::test]

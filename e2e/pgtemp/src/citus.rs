@@ -86,6 +86,35 @@ pub async fn allow_self_connections(
 }
 
 impl CitusCluster {
+    /// Starts a coordinator and `workers` workers that all check passwords, with the Citus
+    /// extension created and nothing registered: what a managed cluster's pods are before the
+    /// operator joins them. Every node's superuser has `password`.
+    pub async fn start_nodes(workers: usize, password: &str) -> Result<Self, CitusError> {
+        let start = || {
+            TempPostgres::builder()
+                .preload("citus")
+                .setting("wal_level", "logical")
+                .setting("max_connections", "60")
+                .superuser_password(password)
+                .start()
+        };
+        let coordinator = start()?;
+        let workers = (0..workers)
+            .map(|_| start())
+            .collect::<Result<Vec<_>, _>>()?;
+        for node in std::iter::once(&coordinator).chain(&workers) {
+            superuser(node)
+                .await?
+                .batch_execute("CREATE EXTENSION citus")
+                .await
+                .map_err(sql("create citus"))?;
+        }
+        Ok(Self {
+            coordinator,
+            workers,
+        })
+    }
+
     /// Starts a coordinator and `workers` workers. Workers trust loopback because the
     /// coordinator reaches them as whichever role runs a query; the coordinator, which services
     /// log in to, checks passwords.

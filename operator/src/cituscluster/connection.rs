@@ -1,28 +1,30 @@
 //! From a CitusCluster and its credentials Secret to a connection to the coordinator.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
-use crate::crd::CitusCluster;
+use super::build::superuser_ref;
+use super::naming::{ClusterNames, DATABASE, POSTGRES_PORT};
+use crate::conditions;
+use crate::context::Settings;
+use crate::crd::cituscluster::{CitusCluster, CredentialsSecretRef};
 use crate::sql::ConnectionConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("CitusCluster {name:?} does not exist in this namespace")]
     NotFound { name: String },
-    #[error(
-        "CitusCluster {name:?} has no spec.external; only external coordinators are supported"
-    )]
-    NotExternal { name: String },
+    #[error("CitusCluster {name:?} is not ready yet: {message}")]
+    NotReady { name: String, message: String },
+    #[error("CitusCluster {name:?} sets neither spec.managed nor spec.external")]
+    NoSpec { name: String },
     #[error("the credentials Secret {secret:?} does not exist")]
     CredentialsSecretMissing { secret: String },
     #[error("the credentials Secret {secret:?} has no key {key:?}")]
     CredentialsKeyMissing { secret: String, key: String },
     #[error("the credentials Secret {secret:?}: key {key:?} is not UTF-8 text")]
     CredentialsNotText { secret: String, key: String },
-    #[error("spec.external.port {0} is not a TCP port")]
+    #[error("port {0} is not a TCP port")]
     InvalidPort(i32),
     #[error("reading the cluster's objects failed: {0}")]
     Kube(#[from] kube::Error),
@@ -32,18 +34,18 @@ impl ClusterError {
     pub fn reason(&self) -> &'static str {
         match self {
             ClusterError::NotFound { .. } => "ClusterNotFound",
-            ClusterError::NotExternal { .. } => "ManagedClusterNotSupported",
+            ClusterError::NotReady { .. } => "ClusterNotReady",
+            ClusterError::NoSpec { .. } | ClusterError::InvalidPort(_) => "InvalidSpec",
             ClusterError::CredentialsSecretMissing { .. }
             | ClusterError::CredentialsKeyMissing { .. }
             | ClusterError::CredentialsNotText { .. } => "CredentialsInvalid",
-            ClusterError::InvalidPort(_) => "InvalidSpec",
             ClusterError::Kube(_) => "KubernetesError",
         }
     }
 
-    /// Whether a person has to act (everything but API hiccups).
+    /// Whether a person has to act (everything but API hiccups and clusters still starting).
     pub fn needs_attention(&self) -> bool {
-        !matches!(self, ClusterError::Kube(_))
+        !matches!(self, ClusterError::Kube(_) | ClusterError::NotReady { .. })
     }
 
     /// Whether the cluster or its credentials are gone, as opposed to failing to be read.
@@ -57,51 +59,111 @@ impl ClusterError {
     }
 }
 
-/// The connection settings a CitusCluster and its credentials Secret describe (pure).
-pub fn connection_config(
-    cluster: &CitusCluster,
-    credentials: &Secret,
-    connect_timeout: Duration,
-) -> Result<ConnectionConfig, ClusterError> {
+/// Where the coordinator answers and which Secret holds the superuser (pure).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: i32,
+    pub database: String,
+    pub credentials: CredentialsSecretRef,
+}
+
+impl Endpoint {
+    /// `host:port/database`, as the status shows it.
+    pub fn text(&self) -> String {
+        format!("{}:{}/{}", self.host, self.port, self.database)
+    }
+}
+
+pub fn endpoint(cluster: &CitusCluster, domain: &str) -> Result<Endpoint, ClusterError> {
     let name = cluster.metadata.name.clone().unwrap_or_default();
-    let external = cluster
-        .spec
-        .external
-        .as_ref()
-        .ok_or(ClusterError::NotExternal { name })?;
-    let secret = external.credentials_secret_ref.name.clone();
+    match (&cluster.spec.managed, &cluster.spec.external) {
+        (Some(managed), _) => {
+            let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
+            let names = ClusterNames::new(&name, &namespace, domain);
+            Ok(Endpoint {
+                host: names.client_host(),
+                port: POSTGRES_PORT,
+                database: DATABASE.to_string(),
+                credentials: superuser_ref(managed, &names),
+            })
+        }
+        (None, Some(external)) => Ok(Endpoint {
+            host: external.host.clone(),
+            port: external.port,
+            database: external.database.clone(),
+            credentials: external.credentials_secret_ref.clone(),
+        }),
+        (None, None) => Err(ClusterError::NoSpec { name }),
+    }
+}
+
+/// A user name and password from `secret`, as `reference` names their keys (pure).
+pub fn credentials(
+    reference: &CredentialsSecretRef,
+    secret: &Secret,
+) -> Result<(String, String), ClusterError> {
     let value = |key: &str| -> Result<String, ClusterError> {
-        let bytes = credentials
+        let bytes = secret
             .data
             .as_ref()
             .and_then(|d| d.get(key))
             .ok_or_else(|| ClusterError::CredentialsKeyMissing {
-                secret: secret.clone(),
+                secret: reference.name.clone(),
                 key: key.to_string(),
             })?;
         String::from_utf8(bytes.0.clone()).map_err(|_| ClusterError::CredentialsNotText {
-            secret: secret.clone(),
+            secret: reference.name.clone(),
             key: key.to_string(),
         })
     };
+    Ok((
+        value(&reference.username_key)?,
+        value(&reference.password_key)?,
+    ))
+}
+
+/// The connection settings an endpoint and its credentials Secret describe (pure).
+pub fn connection_config(
+    endpoint: &Endpoint,
+    secret: &Secret,
+    settings: &Settings,
+) -> Result<ConnectionConfig, ClusterError> {
+    let (user, password) = credentials(&endpoint.credentials, secret)?;
     let port =
-        u16::try_from(external.port).map_err(|_| ClusterError::InvalidPort(external.port))?;
+        u16::try_from(endpoint.port).map_err(|_| ClusterError::InvalidPort(endpoint.port))?;
     Ok(ConnectionConfig {
-        host: external.host.clone(),
+        host: endpoint.host.clone(),
         port,
-        dbname: external.database.clone(),
-        user: value(&external.credentials_secret_ref.username_key)?,
-        password: value(&external.credentials_secret_ref.password_key)?,
-        connect_timeout,
+        dbname: endpoint.database.clone(),
+        user,
+        password,
+        connect_timeout: settings.connect_timeout,
     })
 }
 
-/// Reads the CitusCluster `name` in `namespace` and its credentials.
+/// Reads the Secret `reference` names in `namespace`.
+pub async fn read_secret(
+    client: &Client,
+    namespace: &str,
+    reference: &CredentialsSecretRef,
+) -> Result<Secret, ClusterError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    secrets
+        .get_opt(&reference.name)
+        .await?
+        .ok_or_else(|| ClusterError::CredentialsSecretMissing {
+            secret: reference.name.clone(),
+        })
+}
+
+/// Reads the CitusCluster `name` in `namespace` and its credentials. A managed cluster is used
+/// once its coordinator is ready (Tessera prepared it).
 pub async fn resolve(
     client: &Client,
     namespace: &str,
     name: &str,
-    connect_timeout: Duration,
+    settings: &Settings,
 ) -> Result<(CitusCluster, ConnectionConfig), ClusterError> {
     let clusters: Api<CitusCluster> = Api::namespaced(client.clone(), namespace);
     let cluster = clusters
@@ -110,30 +172,23 @@ pub async fn resolve(
         .ok_or_else(|| ClusterError::NotFound {
             name: name.to_string(),
         })?;
-    let config = resolve_credentials(client, namespace, &cluster, connect_timeout).await?;
-    Ok((cluster, config))
-}
-
-/// Reads the credentials Secret of `cluster`.
-pub async fn resolve_credentials(
-    client: &Client,
-    namespace: &str,
-    cluster: &CitusCluster,
-    connect_timeout: Duration,
-) -> Result<ConnectionConfig, ClusterError> {
-    let external = cluster
-        .spec
-        .external
-        .as_ref()
-        .ok_or_else(|| ClusterError::NotExternal {
-            name: cluster.metadata.name.clone().unwrap_or_default(),
-        })?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret_name = &external.credentials_secret_ref.name;
-    let secret = secrets.get_opt(secret_name).await?.ok_or_else(|| {
-        ClusterError::CredentialsSecretMissing {
-            secret: secret_name.clone(),
+    if cluster.spec.managed.is_some() {
+        let status = cluster.status.clone().unwrap_or_default();
+        if !conditions::is_true(&status.conditions, super::status::COORDINATOR_READY) {
+            let message = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == super::status::COORDINATOR_READY)
+                .map(|c| c.message.clone())
+                .unwrap_or_else(|| "its coordinator is starting".to_string());
+            return Err(ClusterError::NotReady {
+                name: name.to_string(),
+                message,
+            });
         }
-    })?;
-    connection_config(cluster, &secret, connect_timeout)
+    }
+    let endpoint = endpoint(&cluster, &settings.cluster_domain)?;
+    let secret = read_secret(client, namespace, &endpoint.credentials).await?;
+    let config = connection_config(&endpoint, &secret, settings)?;
+    Ok((cluster, config))
 }

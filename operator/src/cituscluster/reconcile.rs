@@ -1,34 +1,63 @@
-//! Reconciles CitusClusters: read the credentials → connect → read versions and nodes → status.
+//! Reconciles CitusClusters: validate → credentials → (managed) build and apply the objects →
+//! read Citus's catalog → plan membership and placement → apply the worker StatefulSet's size
+//! and the plan's steps → status and Events.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
-use kube::{Api, ResourceExt};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::connection::{resolve_credentials, ClusterError};
-use super::status;
+use super::build;
+use super::connection::{self, ClusterError, Endpoint};
+use super::database::{self, DatabaseError};
+use super::membership::{self, Inputs, Phase, Topology, WorkerSlot};
+use super::naming::{
+    ClusterNames, CLUSTER_LABEL, COORDINATOR_ROLE, POSTGRES_PORT, ROLE_LABEL, WORKER_ROLE,
+};
+use super::status::{self, Note, Observation};
+use super::validate::{validate, Effective, Kind, ValidationError};
+use super::workers::{self, SetView};
 use crate::conditions::{self, Observed};
 use crate::context::Context;
-use crate::crd::{CitusCluster, CitusClusterStatus};
-use crate::sql::{self, ConnectError};
+use crate::crd::cituscluster::{CitusCluster, CitusClusterStatus};
+use crate::microservice::password::{self, RandomError};
+use crate::sql::ConnectError;
+use crate::ssa::{self, ApplyError};
 
 pub const STATUS_MANAGER: &str = "tessera-status";
+/// Set to a new value to ask for a rebalance (any policy).
+pub const REBALANCE_ANNOTATION: &str = "tessera.dev/rebalance";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Cluster(#[from] ClusterError),
+    Invalid(#[from] ValidationError),
     #[error(transparent)]
-    Connect(#[from] ConnectError),
-    #[error("querying the coordinator failed: {0}")]
-    Query(#[from] tokio_postgres::Error),
+    Cluster(#[from] ClusterError),
+    #[error("creating the superuser Secret failed: {0}")]
+    SuperuserSecret(#[source] kube::Error),
+    #[error(transparent)]
+    Random(#[from] RandomError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("listing the pods of worker StatefulSet {statefulset:?} failed: {source}")]
+    Pods {
+        statefulset: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
     #[error("writing the status failed: {0}")]
     Status(#[source] kube::Error),
 }
@@ -36,33 +65,130 @@ pub enum Error {
 impl Error {
     fn reason(&self) -> &'static str {
         match self {
+            Error::Invalid(_) => "InvalidSpec",
             Error::Cluster(e) => e.reason(),
-            Error::Connect(ConnectError::Unreachable { .. }) => "CoordinatorUnreachable",
-            Error::Connect(ConnectError::Authentication { .. }) => "CredentialsRejected",
-            Error::Connect(ConnectError::Refused { .. }) => "ConnectionRefused",
-            Error::Query(_) => "QueryFailed",
+            Error::SuperuserSecret(_) | Error::Random(_) => "SuperuserSecretFailed",
+            Error::Apply(ApplyError::NotOwned { .. }) => "Conflict",
+            Error::Apply(_) => "ApplyFailed",
+            Error::Pods { .. } => "KubernetesError",
+            Error::Database(e) => e.reason(),
             Error::Status(_) => "StatusUpdateFailed",
         }
     }
 
     fn needs_attention(&self) -> bool {
         match self {
+            Error::Invalid(_) | Error::Apply(ApplyError::NotOwned { .. }) => true,
             Error::Cluster(e) => e.needs_attention(),
-            Error::Connect(ConnectError::Authentication { .. }) => true,
+            Error::Database(e) => e.needs_attention(),
             _ => false,
         }
     }
 }
 
+/// What the reconciler reads from watch caches.
+pub struct ClusterContext {
+    pub ctx: Arc<Context>,
+    pods: Store<Pod>,
+    statefulsets: Store<StatefulSet>,
+    services: Store<Service>,
+    config_maps: Store<ConfigMap>,
+    applied: ssa::Applied,
+}
+
+fn api<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// Runs the CitusCluster controller until the process is told to stop.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
-    let clusters: Api<CitusCluster> = match &namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
-    Controller::new(clusters, watcher::Config::default())
+    let client = ctx.client.clone();
+    let labelled = watcher::Config::default().labels(CLUSTER_LABEL);
+    let (pods, pod_writer) = reflector::store();
+    let pod_events = reflector::reflector(
+        pod_writer,
+        watcher(api::<Pod>(&client, &namespace), labelled.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (statefulsets, sts_writer) = reflector::store();
+    let sts_events = reflector::reflector(
+        sts_writer,
+        watcher(
+            api::<StatefulSet>(&client, &namespace),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (services, service_writer) = reflector::store();
+    let service_events = reflector::reflector(
+        service_writer,
+        watcher(api::<Service>(&client, &namespace), labelled.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (config_maps, config_writer) = reflector::store();
+    let config_events = reflector::reflector(
+        config_writer,
+        watcher(api::<ConfigMap>(&client, &namespace), labelled),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let controller = Controller::new(
+        api::<CitusCluster>(&client, &namespace),
+        watcher::Config::default(),
+    );
+    let clusters = controller.store();
+    let context = Arc::new(ClusterContext {
+        ctx,
+        pods,
+        statefulsets,
+        services,
+        config_maps,
+        applied: ssa::Applied::default(),
+    });
+    controller
+        .owns_stream(service_events)
+        .owns_stream(config_events)
+        .watches_stream(pod_events, |pod: Pod| {
+            let cluster = pod.labels().get(CLUSTER_LABEL).cloned();
+            cluster.map(|name| ObjectRef::new(&name).within(&pod.namespace().unwrap_or_default()))
+        })
+        .watches_stream(sts_events, move |sts: StatefulSet| {
+            // Managed StatefulSets by their owner, external ones by the clusters that list them.
+            let namespace = sts.namespace().unwrap_or_default();
+            let mut targets: Vec<ObjectRef<CitusCluster>> = sts
+                .owner_references()
+                .iter()
+                .filter(|o| o.kind == "CitusCluster")
+                .map(|o| ObjectRef::new(&o.name).within(&namespace))
+                .collect();
+            let name = sts.name_any();
+            targets.extend(
+                clusters
+                    .state()
+                    .iter()
+                    .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
+                    .filter(|c| {
+                        c.spec
+                            .external
+                            .as_ref()
+                            .is_some_and(|e| e.worker_stateful_sets.iter().any(|s| s.name == name))
+                    })
+                    .map(|c| ObjectRef::from_obj(&**c)),
+            );
+            targets
+        })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "CitusCluster reconcile ended with an error");
@@ -71,111 +197,508 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .await;
 }
 
-async fn reconcile(cluster: Arc<CitusCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = cluster.namespace().unwrap_or_default();
-    let endpoint = cluster
-        .spec
-        .external
-        .as_ref()
-        .map(|e| format!("{}:{}/{}", e.host, e.port, e.database));
-    match observe(&cluster, &ctx, &namespace).await {
-        Ok(info) => {
-            let endpoint_text = endpoint.clone().unwrap_or_default();
-            let mut next = CitusClusterStatus {
-                endpoint,
-                postgres_version: Some(info.server_version.clone()),
-                citus_version: info.citus_version.clone(),
-                workers: Some(status::worker_count(&info)),
-                nodes: status::nodes(&info),
-                ..CitusClusterStatus::default()
-            };
-            let was_ready = cluster
-                .status
-                .as_ref()
-                .is_some_and(|s| conditions::is_true(&s.conditions, conditions::READY));
-            write_status(
-                &cluster,
-                &ctx,
-                &mut next,
-                &status::healthy(&endpoint_text, &info),
-            )
-            .await?;
-            if !was_ready {
-                ctx.event(
-                    &*cluster,
-                    false,
-                    "CoordinatorReady",
-                    "Check",
-                    next_message(&next),
-                )
-                .await;
-            }
-            ctx.reset_backoff(&ObjectRef::from_obj(&*cluster));
-            Ok(Action::requeue(
-                ctx.settings
-                    .resync_interval
-                    .min(std::time::Duration::from_secs(60)),
-            ))
+async fn reconcile(cluster: Arc<CitusCluster>, cc: Arc<ClusterContext>) -> Result<Action, Error> {
+    // The caches fill as the controller starts; a plan from half a cache could shrink things.
+    for ready in [
+        cc.pods.wait_until_ready().await,
+        cc.statefulsets.wait_until_ready().await,
+        cc.services.wait_until_ready().await,
+        cc.config_maps.wait_until_ready().await,
+    ] {
+        if ready.is_err() {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+    }
+    let result = match validate(&cluster, &cc.ctx.settings.cluster_domain) {
+        Ok(effective) => reconcile_valid(&cluster, &effective, &cc).await,
+        Err(error) => Err(error.into()),
+    };
+    match result {
+        Ok(action) => {
+            cc.ctx.reset_backoff(&ObjectRef::from_obj(&*cluster));
+            Ok(action)
         }
         Err(error) => {
-            let message = error.to_string();
-            let previous = cluster.status.clone().unwrap_or_default();
-            let mut next = CitusClusterStatus {
-                endpoint,
-                conditions: Vec::new(),
-                observed_generation: None,
-                ..previous
-            };
-            let observed = status::failed(error.reason(), &message, error.needs_attention());
-            write_status(&cluster, &ctx, &mut next, &observed).await?;
-            ctx.event(&*cluster, true, error.reason(), "Check", message)
-                .await;
+            report_failure(&cluster, &cc, &error).await?;
             Err(error)
         }
     }
 }
 
-fn next_message(status: &CitusClusterStatus) -> String {
-    status
+fn error_policy(cluster: Arc<CitusCluster>, error: &Error, cc: Arc<ClusterContext>) -> Action {
+    let delay = cc.ctx.backoff(&ObjectRef::from_obj(&*cluster));
+    tracing::warn!(
+        cluster = %cluster.name_any(),
+        namespace = %cluster.namespace().unwrap_or_default(),
+        %error,
+        retry_in = ?delay,
+        "CitusCluster reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// The superuser credentials: a named Secret, or the generated one (created when missing).
+async fn superuser(
+    cluster: &CitusCluster,
+    effective: &Effective<'_>,
+    endpoint: &Endpoint,
+    cc: &ClusterContext,
+) -> Result<Secret, Error> {
+    let names = &effective.names;
+    let client = &cc.ctx.client;
+    let generated = matches!(effective.kind, Kind::Managed(m) if m.superuser_secret_ref.is_none());
+    match connection::read_secret(client, &names.namespace, &endpoint.credentials).await {
+        Ok(secret) => Ok(secret),
+        Err(ClusterError::CredentialsSecretMissing { .. }) if generated => {
+            let secret = build::superuser_secret(names, &password::generate()?);
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &names.namespace);
+            match secrets.create(&PostParams::default(), &secret).await {
+                Ok(created) => {
+                    cc.ctx
+                        .event(
+                            cluster,
+                            false,
+                            "SuperuserSecretCreated",
+                            "Provision",
+                            format!(
+                                "generated the superuser Secret {} (kept when the cluster is deleted, like its volumes)",
+                                names.superuser_secret()
+                            ),
+                        )
+                        .await;
+                    Ok(created)
+                }
+                // Created meanwhile (a second reconcile): use that one.
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    Ok(
+                        connection::read_secret(client, &names.namespace, &endpoint.credentials)
+                            .await?,
+                    )
+                }
+                Err(error) => Err(Error::SuperuserSecret(error)),
+            }
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn cached<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
+}
+
+async fn reconcile_valid(
+    cluster: &CitusCluster,
+    effective: &Effective<'_>,
+    cc: &ClusterContext,
+) -> Result<Action, Error> {
+    let ctx = &cc.ctx;
+    let settings = &ctx.settings;
+    let names = &effective.names;
+    let ns = names.namespace.as_str();
+    let uid = cluster.uid().unwrap_or_default();
+    let endpoint = connection::endpoint(cluster, &settings.cluster_domain)?;
+    let secret = superuser(cluster, effective, &endpoint, cc).await?;
+    let config = connection::connection_config(&endpoint, &secret, settings)?;
+    let previous = cluster.status.clone().unwrap_or_default();
+
+    // Managed: everything but the worker StatefulSet, whose size follows the plan.
+    let mut postgres = None;
+    if let Kind::Managed(managed) = effective.kind {
+        let pg = build::postgres_config(&managed.postgresql.parameters);
+        let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+        cc.applied
+            .apply(
+                &config_maps,
+                &build::config_map(cluster, names, &pg),
+                cached(&cc.config_maps, ns, &names.config_map()).as_deref(),
+                &uid,
+            )
+            .await?;
+        let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+        for service in [
+            build::headless_service(cluster, names, COORDINATOR_ROLE),
+            build::headless_service(cluster, names, WORKER_ROLE),
+            build::client_service(cluster, names),
+        ] {
+            let existing = cached(&cc.services, ns, &service.name_any());
+            cc.applied
+                .apply(&services, &service, existing.as_deref(), &uid)
+                .await?;
+        }
+        let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+        let coordinator = build::statefulset(cluster, managed, names, &pg, COORDINATOR_ROLE, 1);
+        let existing = cached(&cc.statefulsets, ns, &names.statefulset(COORDINATOR_ROLE));
+        cc.applied
+            .apply(&statefulsets, &coordinator, existing.as_deref(), &uid)
+            .await?;
+        postgres = Some(pg);
+    }
+
+    // The coordinator: a managed one is used once its pod is Ready.
+    let coordinator_pod_ready = match effective.kind {
+        Kind::Managed(_) => cached(&cc.pods, ns, &names.pod(COORDINATOR_ROLE, 0))
+            .is_some_and(|p| workers::pod_ready(&p)),
+        Kind::External(_) => true,
+    };
+    let connected = if coordinator_pod_ready {
+        match crate::sql::connect(&config).await {
+            Ok(client) => Some(client),
+            // A managed coordinator that is Ready but not yet reachable by its Service name
+            // (DNS, endpoints) is still starting.
+            Err(error @ ConnectError::Unreachable { .. })
+                if matches!(effective.kind, Kind::Managed(_)) =>
+            {
+                tracing::debug!(%error, "managed coordinator not reachable yet");
+                None
+            }
+            Err(error) => return Err(DatabaseError::from(error).into()),
+        }
+    } else {
+        None
+    };
+    let Some(mut client) = connected else {
+        // Workers may start meanwhile; nothing is known to be drained, so nothing shrinks.
+        if let Kind::Managed(managed) = effective.kind {
+            let current = cached(&cc.statefulsets, ns, &names.statefulset(WORKER_ROLE))
+                .and_then(|s| s.spec.as_ref().and_then(|s| s.replicas));
+            let replicas = current.unwrap_or(0).max(managed.workers.replicas);
+            apply_workers(cluster, effective, cc, postgres.as_ref(), replicas, &uid).await?;
+        }
+        write_starting(cluster, cc, &endpoint, names, &previous).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    };
+
+    let pods = worker_pods(effective, cc).await?;
+    let coordinator_host = match effective.kind {
+        Kind::Managed(_) => names.pod_host(COORDINATOR_ROLE, 0),
+        Kind::External(external) => external.host.clone(),
+    };
+    let request = cluster.annotations().get(REBALANCE_ANNOTATION).cloned();
+    let now = Timestamp::now();
+    let topology = match effective.kind {
+        Kind::Managed(managed) => Topology::Managed {
+            desired: managed.workers.replicas,
+        },
+        Kind::External(_) => Topology::External,
+    };
+    // Managed nodes are prepared over direct superuser connections.
+    let superuser = match effective.kind {
+        Kind::Managed(_) => Some(&config),
+        Kind::External(_) => None,
+    };
+    let needs_logical = cluster
+        .spec
+        .rebalance
+        .shard_transfer_mode
+        .uses_logical_replication();
+    let round = database::round(&mut client, superuser, needs_logical, |catalog| {
+        let slots: Vec<WorkerSlot> = pods
+            .iter()
+            .flat_map(|set| {
+                let refs: Vec<&Pod> = set.pods.iter().collect();
+                workers::slots(&set.view(names, &refs), Some(catalog))
+            })
+            .collect();
+        membership::plan(&Inputs {
+            topology,
+            coordinator: (&coordinator_host, endpoint.port),
+            slots: &slots,
+            catalog,
+            rebalance: &cluster.spec.rebalance,
+            previous: &previous,
+            request: request.as_deref(),
+            now,
+        })
+    })
+    .await?;
+    let plan = &round.plan;
+
+    if let (Some(replicas), Kind::Managed(_)) = (plan.worker_replicas, &effective.kind) {
+        let current = cached(&cc.statefulsets, ns, &names.statefulset(WORKER_ROLE))
+            .and_then(|s| s.spec.as_ref().and_then(|s| s.replicas));
+        apply_workers(cluster, effective, cc, postgres.as_ref(), replicas, &uid).await?;
+        if let Some(current) = current.filter(|c| *c > replicas) {
+            ctx.event(
+                cluster,
+                false,
+                "WorkersScaledIn",
+                "Scale",
+                format!(
+                    "StatefulSet {} scaled from {current} to {replicas}: the leaving workers were drained and removed",
+                    names.statefulset(WORKER_ROLE)
+                ),
+            )
+            .await;
+        }
+    }
+    let changed = !round.execution.applied.steps.is_empty();
+    // External: the registered workers that stay, and the pods on their way in.
+    let desired = match effective.kind {
+        Kind::Managed(managed) => managed.workers.replicas,
+        Kind::External(_) => {
+            let arriving = plan
+                .workers
+                .iter()
+                .filter(|w| w.state == membership::NodeState::Pending)
+                .count();
+            i32::try_from(plan.members.len() + arriving).unwrap_or(i32::MAX)
+        }
+    };
+
+    let outcome = status::compute(&Observation {
+        endpoint: endpoint.text(),
+        selector: matches!(effective.kind, Kind::Managed(_))
+            .then(|| names.selector_text(WORKER_ROLE)),
+        desired,
+        catalog: &round.catalog,
+        plan,
+        applied: &round.execution.applied,
+        preflight: round.execution.preflight.as_deref(),
+        sizes: round.sizes.as_deref(),
+        previous: &previous,
+        superuser_secret: Some(endpoint.credentials.name.clone()),
+        overridden: postgres.map(|p| p.overridden).unwrap_or_default(),
+        now,
+    });
+    write_status(cluster, cc, outcome.status, &outcome.observed).await?;
+    publish(cluster, cc, &outcome.notes).await;
+
+    let settings = &ctx.settings;
+    let resync = settings.resync_interval.min(Duration::from_secs(60));
+    Ok(Action::requeue(if changed {
+        Duration::from_secs(1)
+    } else {
+        match &plan.phase {
+            Phase::Balanced | Phase::RebalanceNeeded { .. } => resync,
+            Phase::BackingOff { retry_at, .. } => {
+                let wait = retry_at.duration_since(now).unsigned_abs();
+                wait.clamp(Duration::from_secs(1), resync)
+            }
+            _ => settings.job_poll_interval,
+        }
+    }))
+}
+
+async fn apply_workers(
+    cluster: &CitusCluster,
+    effective: &Effective<'_>,
+    cc: &ClusterContext,
+    postgres: Option<&build::PostgresConfig>,
+    replicas: i32,
+    uid: &str,
+) -> Result<(), Error> {
+    let (Kind::Managed(managed), Some(pg)) = (&effective.kind, postgres) else {
+        return Ok(());
+    };
+    let names = &effective.names;
+    let statefulsets: Api<StatefulSet> = Api::namespaced(cc.ctx.client.clone(), &names.namespace);
+    let desired = build::statefulset(cluster, managed, names, pg, WORKER_ROLE, replicas);
+    let existing = cached(
+        &cc.statefulsets,
+        &names.namespace,
+        &names.statefulset(WORKER_ROLE),
+    );
+    cc.applied
+        .apply(&statefulsets, &desired, existing.as_deref(), uid)
+        .await?;
+    Ok(())
+}
+
+/// The pods of one worker StatefulSet, read before the catalog (slots need both).
+struct SetPods {
+    statefulset: String,
+    service: String,
+    port: i32,
+    replicas: Option<i32>,
+    pods: Vec<Pod>,
+    /// Managed: the desired worker count; ordinals at or above it are leaving.
+    desired: Option<i32>,
+}
+
+impl SetPods {
+    fn view<'a>(&'a self, names: &'a ClusterNames, refs: &'a [&'a Pod]) -> SetView<'a> {
+        SetView {
+            statefulset: &self.statefulset,
+            service: &self.service,
+            namespace: &names.namespace,
+            domain: &names.domain,
+            port: self.port,
+            replicas: self.replicas,
+            pods: refs,
+            desired: self.desired,
+        }
+    }
+}
+
+/// The worker StatefulSets' pods: the managed one from the watch cache, external ones listed.
+async fn worker_pods(
+    effective: &Effective<'_>,
+    cc: &ClusterContext,
+) -> Result<Vec<SetPods>, Error> {
+    let names = &effective.names;
+    let ns = names.namespace.as_str();
+    match effective.kind {
+        Kind::Managed(managed) => {
+            let (statefulset, service) = workers::managed_names(names);
+            let replicas = cached(&cc.statefulsets, ns, &statefulset)
+                .and_then(|s| s.spec.as_ref().and_then(|s| s.replicas));
+            let pods: Vec<Pod> = cc
+                .pods
+                .state()
+                .into_iter()
+                .filter(|p| {
+                    p.namespace().as_deref() == Some(ns)
+                        && p.labels().get(CLUSTER_LABEL) == Some(&names.cluster)
+                        && p.labels().get(ROLE_LABEL).map(String::as_str) == Some(WORKER_ROLE)
+                })
+                .map(|p| (*p).clone())
+                .collect();
+            Ok(vec![SetPods {
+                statefulset,
+                service,
+                port: POSTGRES_PORT,
+                replicas,
+                pods,
+                desired: Some(managed.workers.replicas),
+            }])
+        }
+        Kind::External(external) => {
+            let mut sets = Vec::new();
+            let pods_api: Api<Pod> = Api::namespaced(cc.ctx.client.clone(), ns);
+            for set in &external.worker_stateful_sets {
+                let Some(statefulset) = cached(&cc.statefulsets, ns, &set.name) else {
+                    continue;
+                };
+                let spec = statefulset.spec.clone().unwrap_or_default();
+                let selector = spec
+                    .selector
+                    .match_labels
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let pods = pods_api
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|source| Error::Pods {
+                        statefulset: set.name.clone(),
+                        source,
+                    })?
+                    .items;
+                sets.push(SetPods {
+                    statefulset: set.name.clone(),
+                    service: set
+                        .service_name
+                        .clone()
+                        .unwrap_or_else(|| spec.service_name.clone().unwrap_or_default()),
+                    port: set.port,
+                    replicas: spec.replicas,
+                    pods,
+                    desired: None,
+                });
+            }
+            Ok(sets)
+        }
+    }
+}
+
+async fn publish(cluster: &CitusCluster, cc: &ClusterContext, notes: &[Note]) {
+    for note in notes {
+        cc.ctx
+            .event(
+                cluster,
+                note.warning,
+                note.reason,
+                "Reconcile",
+                note.message.clone(),
+            )
+            .await;
+    }
+}
+
+/// Status while a managed coordinator starts: what was known stays.
+async fn write_starting(
+    cluster: &CitusCluster,
+    cc: &ClusterContext,
+    endpoint: &Endpoint,
+    names: &ClusterNames,
+    previous: &CitusClusterStatus,
+) -> Result<(), Error> {
+    let message = format!(
+        "waiting for pod {} to be Ready and reachable as {}",
+        names.pod(COORDINATOR_ROLE, 0),
+        endpoint.host
+    );
+    let mut observed = status::failed("CoordinatorStarting", &message, false, previous);
+    observed[1] = Observed::new(
+        conditions::RECONCILING,
+        true,
+        "CoordinatorStarting",
+        message.clone(),
+    );
+    let next = CitusClusterStatus {
+        endpoint: Some(endpoint.text()),
+        selector: Some(names.selector_text(WORKER_ROLE)),
+        superuser_secret: Some(endpoint.credentials.name.clone()),
+        conditions: Vec::new(),
+        ..previous.clone()
+    };
+    write_status(cluster, cc, next, &observed).await
+}
+
+async fn report_failure(
+    cluster: &CitusCluster,
+    cc: &ClusterContext,
+    error: &Error,
+) -> Result<(), Error> {
+    let message = error.to_string();
+    let previous = cluster.status.clone().unwrap_or_default();
+    let observed = status::failed(error.reason(), &message, error.needs_attention(), &previous);
+    let next = CitusClusterStatus {
+        conditions: Vec::new(),
+        ..previous.clone()
+    };
+    let was = previous
         .conditions
         .iter()
-        .find(|c| c.type_ == status::COORDINATOR_READY)
-        .map(|c| c.message.clone())
-        .unwrap_or_default()
+        .find(|c| c.type_ == conditions::READY)
+        .map(|c| (c.reason.clone(), c.message.clone()));
+    write_status(cluster, cc, next, &observed).await?;
+    // One Event per distinct failure, not one per retry.
+    if was != Some((error.reason().to_string(), message.clone())) {
+        cc.ctx
+            .event(cluster, true, error.reason(), "Reconcile", message)
+            .await;
+    }
+    Ok(())
 }
 
-async fn observe(
-    cluster: &CitusCluster,
-    ctx: &Context,
-    namespace: &str,
-) -> Result<sql::cluster::ClusterInfo, Error> {
-    let config = resolve_credentials(
-        &ctx.client,
-        namespace,
-        cluster,
-        ctx.settings.connect_timeout,
-    )
-    .await?;
-    let client = sql::connect(&config).await?;
-    Ok(sql::cluster::read(&client).await?)
-}
-
+/// Writes the status when it differs from what the object has.
 async fn write_status(
     cluster: &CitusCluster,
-    ctx: &Context,
-    next: &mut CitusClusterStatus,
+    cc: &ClusterContext,
+    mut next: CitusClusterStatus,
     observed: &[Observed],
 ) -> Result<(), Error> {
-    let previous = cluster
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let now = Time(Timestamp::now());
+    let previous = cluster.status.clone().unwrap_or_default();
     next.observed_generation = cluster.metadata.generation;
-    next.conditions = conditions::merge(&previous, observed, cluster.metadata.generation, &now);
-    let api: Api<CitusCluster> =
-        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    next.conditions = conditions::merge(
+        &previous.conditions,
+        observed,
+        cluster.metadata.generation,
+        &Time(Timestamp::now()),
+    );
+    if next == previous {
+        return Ok(());
+    }
+    let api: Api<CitusCluster> = Api::namespaced(
+        cc.ctx.client.clone(),
+        &cluster.namespace().unwrap_or_default(),
+    );
     let patch = json!({
         "apiVersion": "tessera.dev/v1alpha1",
         "kind": "CitusCluster",
@@ -189,10 +712,4 @@ async fn write_status(
     .await
     .map_err(Error::Status)?;
     Ok(())
-}
-
-fn error_policy(cluster: Arc<CitusCluster>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&ObjectRef::from_obj(&*cluster));
-    tracing::warn!(cluster = %cluster.name_any(), %error, retry_in = ?delay, "CitusCluster reconcile failed");
-    Action::requeue(delay)
 }

@@ -13,7 +13,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use kube::Resource;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use sha2::{Digest, Sha256};
 
 use super::validate::Effective;
 use crate::crd::microservice::Microservice;
@@ -106,19 +105,7 @@ pub fn secret_data(details: &ConnectionDetails) -> BTreeMap<String, String> {
 
 /// A digest of the Secret's content: equal content, equal digest.
 pub fn secret_digest(data: &BTreeMap<String, String>) -> String {
-    let mut hasher = Sha256::new();
-    for (key, value) in data {
-        hasher.update((key.len() as u64).to_be_bytes());
-        hasher.update(key.as_bytes());
-        hasher.update((value.len() as u64).to_be_bytes());
-        hasher.update(value.as_bytes());
-    }
-    hasher
-        .finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::digest::of_map(data)
 }
 
 /// Labels on every object Tessera makes for `name`.

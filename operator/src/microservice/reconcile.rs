@@ -157,7 +157,7 @@ async fn apply(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action, Error
         &ctx.client,
         &effective.namespace,
         &effective.cluster,
-        ctx.settings.connect_timeout,
+        &ctx.settings,
     )
     .await
     {
@@ -384,7 +384,10 @@ fn describe_step(step: &Step) -> Option<(&'static str, String)> {
             "SchemaRetained",
             format!("kept schema {schema} (deletionPolicy Retain)"),
         ),
-        Step::TerminateSessions { .. } => return None,
+        // Part of creating or dropping the role, which has its own Event.
+        Step::TerminateSessions { .. }
+        | Step::SetNodePassword { .. }
+        | Step::RemoveNodePassword { .. } => return None,
     })
 }
 
@@ -512,7 +515,7 @@ async fn cleanup(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action, Err
         &ctx.client,
         &namespace,
         &ms.spec.database.cluster_ref.name,
-        ctx.settings.connect_timeout,
+        &ctx.settings,
     )
     .await
     {

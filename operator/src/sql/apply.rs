@@ -109,6 +109,15 @@ pub fn statements(step: &Step) -> Vec<Statement> {
             "SELECT citus_schema_undistribute($1::text::regnamespace)",
             &[&ident(schema)],
         )],
+        Step::SetNodePassword { role, authinfo } => vec![Statement::with(
+            "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, $1, $2) \
+             ON CONFLICT (rolename, nodeid) DO UPDATE SET authinfo = EXCLUDED.authinfo",
+            &[role, authinfo],
+        )],
+        Step::RemoveNodePassword { role } => vec![Statement::with(
+            "DELETE FROM pg_dist_authinfo WHERE nodeid = 0 AND rolename = $1",
+            &[role],
+        )],
         Step::TerminateSessions { role } => vec![Statement::with(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
              WHERE usename = $1 AND pid <> pg_backend_pid()",
@@ -140,10 +149,7 @@ pub async fn apply(client: &mut Client, steps: &[Step]) -> Result<(), ApplyError
         tracing::info!(?step, "applying");
         run_step(client, step).await.map_err(|error| ApplyError {
             step: step.clone(),
-            message: error
-                .as_db_error()
-                .map(|db| db.message().to_string())
-                .unwrap_or_else(|| error.to_string()),
+            message: super::error_message(&error),
             code: error.code().map(|c| c.code().to_string()),
         })?;
     }

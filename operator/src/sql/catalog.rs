@@ -39,6 +39,9 @@ pub struct Catalog {
     /// The installed Citus extension version; `None` on plain PostgreSQL.
     pub citus_version: Option<String>,
     pub role: Option<RoleState>,
+    /// The role's `pg_dist_authinfo` entry for every node (Citus only): what Citus logs in to
+    /// the workers with when the role runs a query on the coordinator.
+    pub role_authinfo: Option<String>,
     pub schema: Option<SchemaState>,
     pub placement: Option<Placement>,
 }
@@ -77,6 +80,9 @@ SELECT r.rolcanlogin, r.rolsuper, r.rolconnlimit,
  WHERE r.rolname = $1";
 
 const PASSWORD_QUERY: &str = "SELECT rolpassword FROM pg_authid WHERE rolname = $1";
+
+const AUTHINFO_QUERY: &str =
+    "SELECT authinfo FROM pg_dist_authinfo WHERE nodeid = 0 AND rolename = $1";
 
 const SCHEMA_QUERY: &str = "
 SELECT pg_get_userbyid(n.nspowner)::text AS owner,
@@ -141,6 +147,14 @@ pub async fn read(client: &mut Client, role: &str, schema: &str) -> Result<Catal
         }
     };
 
+    let role_authinfo = if citus_version.is_some() {
+        tx.query_opt(AUTHINFO_QUERY, &[&role])
+            .await?
+            .map(|r| r.get::<_, String>(0))
+    } else {
+        None
+    };
+
     let mut placement = None;
     let schema_state = match tx.query_opt(SCHEMA_QUERY, &[&schema]).await? {
         None => None,
@@ -182,6 +196,7 @@ pub async fn read(client: &mut Client, role: &str, schema: &str) -> Result<Catal
         server_version: base.get("server_version"),
         citus_version,
         role: role_state,
+        role_authinfo,
         schema: schema_state,
         placement,
     })

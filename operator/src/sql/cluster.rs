@@ -1,23 +1,76 @@
-//! What a CitusCluster's status shows: versions and Citus's node metadata.
+//! What a CitusCluster reconcile plans from: versions, Citus's nodes with the placements each
+//! holds, the latest rebalance job, and pending cleanups, read in one snapshot.
 
-use tokio_postgres::Client;
+use k8s_openapi::jiff::Timestamp;
+use tokio_postgres::{Client, IsolationLevel};
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ClusterInfo {
+pub struct ClusterCatalog {
     pub server_version: String,
     pub citus_version: Option<String>,
+    /// The role the operator is connected as.
+    pub current_user: String,
     pub nodes: Vec<Node>,
+    /// The newest job of type `rebalance` (drains are rebalance jobs too).
+    pub job: Option<Job>,
+    /// Orphaned shards and other resources Citus still has to drop, per node group.
+    pub pending_cleanup: Vec<(i32, i64)>,
+    /// The `pg_dist_authinfo` entry for the operator's role on every node, if any.
+    pub own_authinfo: Option<String>,
+}
+
+impl ClusterCatalog {
+    pub fn has_citus(&self) -> bool {
+        self.citus_version.is_some()
+    }
+
+    pub fn coordinator(&self) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.is_coordinator())
+    }
+
+    /// Primary nodes other than the coordinator.
+    pub fn workers(&self) -> impl Iterator<Item = &Node> {
+        self.nodes
+            .iter()
+            .filter(|n| !n.is_coordinator() && n.role == "primary")
+    }
+
+    pub fn node(&self, host: &str, port: i32) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == host && n.port == port)
+    }
+
+    /// Cleanup records Citus still holds for `group`.
+    pub fn cleanup_pending(&self, group: i32) -> i64 {
+        self.pending_cleanup
+            .iter()
+            .find(|(g, _)| *g == group)
+            .map(|(_, count)| *count)
+            .unwrap_or(0)
+    }
+
+    /// The job, when it is still scheduled or running.
+    pub fn active_job(&self) -> Option<&Job> {
+        self.job.as_ref().filter(|j| j.is_active())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Node {
-    pub name: String,
-    pub port: i32,
     pub node_id: i32,
     pub group_id: i32,
+    pub name: String,
+    pub port: i32,
+    /// primary or secondary.
     pub role: String,
     pub active: bool,
     pub should_have_shards: bool,
+    pub has_metadata: bool,
+    pub metadata_synced: bool,
+    /// Placements whose shard has no placement on another node: what must move before the node
+    /// can be removed.
+    pub sole_placements: i64,
+    /// All placements, reference table copies included.
+    pub placements: i64,
 }
 
 impl Node {
@@ -25,41 +78,152 @@ impl Node {
     pub fn is_coordinator(&self) -> bool {
         self.group_id == 0
     }
+
+    /// `host:port`, as the status and messages name nodes.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.name, self.port)
+    }
+}
+
+/// A Citus background job and its tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Job {
+    pub id: i64,
+    /// scheduled, running, cancelling, failing, finished, cancelled or failed.
+    pub state: String,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub tasks_done: i64,
+    pub tasks_total: i64,
+    /// Citus's messages for tasks that failed or are being retried.
+    pub errors: Vec<String>,
+}
+
+impl Job {
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "scheduled" | "running" | "cancelling" | "failing"
+        )
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.state == "finished"
+    }
 }
 
 const VERSION_QUERY: &str = "
 SELECT current_setting('server_version'),
-       (SELECT extversion FROM pg_extension WHERE extname = 'citus')";
+       (SELECT extversion FROM pg_extension WHERE extname = 'citus'),
+       current_user::text";
 
+/// Each node with its placements; a placement is sole when no other group holds its shard (the
+/// test `citus_remove_node` applies).
 const NODES_QUERY: &str = "
-SELECT nodename, nodeport, nodeid, groupid, noderole::text, isactive, shouldhaveshards
-  FROM pg_dist_node
- ORDER BY groupid, nodeid";
+SELECT n.nodeid, n.groupid, n.nodename, n.nodeport, n.noderole::text, n.isactive,
+       n.shouldhaveshards, n.hasmetadata, n.metadatasynced,
+       coalesce(p.sole, 0), coalesce(p.total, 0)
+  FROM pg_dist_node n
+  LEFT JOIN (SELECT pl.groupid, count(*) AS total,
+                    count(*) FILTER (WHERE NOT EXISTS (
+                        SELECT 1 FROM pg_dist_placement other
+                         WHERE other.shardid = pl.shardid AND other.groupid <> pl.groupid)) AS sole
+               FROM pg_dist_placement pl
+              GROUP BY pl.groupid) p ON p.groupid = n.groupid
+ ORDER BY n.groupid, n.nodeid";
 
-pub async fn read(client: &Client) -> Result<ClusterInfo, tokio_postgres::Error> {
-    let row = client.query_one(VERSION_QUERY, &[]).await?;
-    let citus_version: Option<String> = row.get(1);
-    let nodes = if citus_version.is_some() {
-        client
+const JOB_QUERY: &str = "
+SELECT j.job_id, j.state::text, j.started_at, j.finished_at,
+       count(t.task_id) FILTER (WHERE t.status = 'done'),
+       count(t.task_id),
+       coalesce(array_agg(t.message ORDER BY t.task_id) FILTER (
+           WHERE t.message IS NOT NULL AND t.message <> ''
+             AND (t.status = 'error' OR coalesce(t.retry_count, 0) > 0)), '{}')
+  FROM pg_dist_background_job j
+  LEFT JOIN pg_dist_background_task t ON t.job_id = j.job_id
+ WHERE j.job_id = (SELECT max(job_id) FROM pg_dist_background_job WHERE job_type = 'rebalance')
+ GROUP BY j.job_id, j.state, j.started_at, j.finished_at";
+
+const CLEANUP_QUERY: &str =
+    "SELECT node_group_id, count(*) FROM pg_dist_cleanup GROUP BY node_group_id ORDER BY 1";
+
+const AUTHINFO_QUERY: &str =
+    "SELECT authinfo FROM pg_dist_authinfo WHERE nodeid = 0 AND rolename = current_user";
+
+/// Sizes of the placements on each node group. It asks every node, so it fails when one is
+/// down; the caller treats sizes as optional.
+const SIZES_QUERY: &str = "
+WITH sizes AS (SELECT shard_id, max(size) AS size FROM citus_shard_sizes() GROUP BY shard_id)
+SELECT p.groupid, coalesce(sum(s.size), 0)::bigint
+  FROM pg_dist_placement p JOIN sizes s ON s.shard_id = p.shardid
+ GROUP BY p.groupid";
+
+fn timestamp(value: Option<std::time::SystemTime>) -> Option<Timestamp> {
+    value.and_then(|t| Timestamp::try_from(t).ok())
+}
+
+/// Reads the cluster's state in one read-only, repeatable-read snapshot.
+pub async fn read(client: &mut Client) -> Result<ClusterCatalog, tokio_postgres::Error> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let row = tx.query_one(VERSION_QUERY, &[]).await?;
+    let mut catalog = ClusterCatalog {
+        server_version: row.get(0),
+        citus_version: row.get(1),
+        current_user: row.get(2),
+        ..ClusterCatalog::default()
+    };
+    if catalog.has_citus() {
+        catalog.nodes = tx
             .query(NODES_QUERY, &[])
             .await?
             .into_iter()
             .map(|r| Node {
-                name: r.get(0),
-                port: r.get(1),
-                node_id: r.get(2),
-                group_id: r.get(3),
+                node_id: r.get(0),
+                group_id: r.get(1),
+                name: r.get(2),
+                port: r.get(3),
                 role: r.get(4),
                 active: r.get(5),
                 should_have_shards: r.get(6),
+                has_metadata: r.get(7),
+                metadata_synced: r.get(8),
+                sole_placements: r.get(9),
+                placements: r.get(10),
             })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    Ok(ClusterInfo {
-        server_version: row.get(0),
-        citus_version,
-        nodes,
-    })
+            .collect();
+        catalog.job = tx.query_opt(JOB_QUERY, &[]).await?.map(|r| Job {
+            id: r.get(0),
+            state: r.get(1),
+            started_at: timestamp(r.get(2)),
+            finished_at: timestamp(r.get(3)),
+            tasks_done: r.get(4),
+            tasks_total: r.get(5),
+            errors: r.get(6),
+        });
+        catalog.pending_cleanup = tx
+            .query(CLEANUP_QUERY, &[])
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        catalog.own_authinfo = tx.query_opt(AUTHINFO_QUERY, &[]).await?.map(|r| r.get(0));
+    }
+    tx.commit().await?;
+    Ok(catalog)
+}
+
+/// Bytes of shard data per node group; `None` when a node could not be asked.
+pub async fn sizes(client: &Client) -> Option<Vec<(i32, i64)>> {
+    match client.query(SIZES_QUERY, &[]).await {
+        Ok(rows) => Some(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect()),
+        Err(error) => {
+            tracing::debug!(%error, "shard sizes are not available");
+            None
+        }
+    }
 }

@@ -12,6 +12,7 @@ pub mod apply;
 pub mod catalog;
 pub mod cluster;
 pub mod connect;
+pub mod membership;
 pub mod ownership;
 pub mod plan;
 pub mod quote;
@@ -21,3 +22,15 @@ pub use catalog::Catalog;
 pub use connect::{connect, ConnectError, ConnectionConfig};
 pub use ownership::{Claim, Owner};
 pub use plan::{plan_cleanup, plan_provision, Cleanup, CleanupPlan, Conflict, Desired, Step};
+
+/// The server's message for a failed statement, with its detail when there is one; the
+/// client's description otherwise.
+pub fn error_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_string(),
+        },
+        None => error.to_string(),
+    }
+}

@@ -1,6 +1,7 @@
 //! Plans computed from one catalog read, without touching the database.
 
 use super::catalog::Catalog;
+use super::membership::password_authinfo;
 use super::ownership::{Claim, Owner};
 use super::scram;
 
@@ -48,6 +49,15 @@ pub enum Step {
     SetSearchPath {
         role: String,
         schema: String,
+    },
+    /// The password Citus logs in to the workers with when the role queries through the
+    /// coordinator (`pg_dist_authinfo`); workers that check passwords need it.
+    SetNodePassword {
+        role: String,
+        authinfo: String,
+    },
+    RemoveNodePassword {
+        role: String,
     },
     /// CREATE SCHEMA AUTHORIZATION with the ownership comment, in one transaction.
     CreateSchema {
@@ -105,6 +115,8 @@ impl std::fmt::Debug for Step {
                 connection_limit,
             } => write!(f, "AlterRoleAttributes({role}, limit {connection_limit})"),
             Step::SetSearchPath { role, schema } => write!(f, "SetSearchPath({role}, {schema})"),
+            Step::SetNodePassword { role, .. } => write!(f, "SetNodePassword({role})"),
+            Step::RemoveNodePassword { role } => write!(f, "RemoveNodePassword({role})"),
             Step::CreateSchema { schema, role, .. } => write!(f, "CreateSchema({schema}, {role})"),
             Step::ClaimSchema { schema, .. } => write!(f, "ClaimSchema({schema})"),
             Step::AlterSchemaOwner { schema, role } => {
@@ -207,6 +219,15 @@ pub fn plan_provision(catalog: &Catalog, desired: &Desired) -> Result<Vec<Step>,
             schema: schema.clone(),
         });
     }
+    if catalog.has_citus() {
+        let authinfo = password_authinfo(&desired.password);
+        if catalog.role_authinfo.as_deref() != Some(authinfo.as_str()) {
+            steps.push(Step::SetNodePassword {
+                role: role.clone(),
+                authinfo,
+            });
+        }
+    }
     match &catalog.schema {
         None => steps.push(Step::CreateSchema {
             schema: schema.clone(),
@@ -306,6 +327,11 @@ pub fn plan_cleanup(
                 });
             }
             if role_ours {
+                if catalog.role_authinfo.is_some() {
+                    plan.steps.push(Step::RemoveNodePassword {
+                        role: role.to_string(),
+                    });
+                }
                 plan.steps.push(Step::TerminateSessions {
                     role: role.to_string(),
                 });

@@ -14,6 +14,20 @@ pub fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\0', "").replace('\'', "''"))
 }
 
+/// `value` for a libpq connection string (`key=value`): as it is when it needs no quoting,
+/// otherwise in single quotes with `\\` and `'` escaped by a backslash, as libpq reads them.
+pub fn conninfo_value(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| !c.is_whitespace() && c != '\'' && c != '\\');
+    if plain {
+        value.to_string()
+    } else {
+        format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,191 @@
+//! The database side of a CitusCluster reconcile: read the catalog (preparing a managed
+//! coordinator first), then carry out a membership plan, with the preflight checks before any
+//! shard moves.
+
+use tokio_postgres::Client;
+
+use super::membership::Plan;
+use crate::sql::cluster::{self, ClusterCatalog};
+use crate::sql::membership::{self, password_authinfo, Applied, NodeStep, StepError};
+use crate::sql::{connect, ConnectError, ConnectionConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("reading Citus's catalog failed: {0}")]
+    Catalog(#[source] tokio_postgres::Error),
+    #[error("preparing node {node} (Citus extension, node credentials) failed: {message}")]
+    Bootstrap { node: String, message: String },
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error("the preflight checks could not run: {0}")]
+    Preflight(#[source] tokio_postgres::Error),
+}
+
+impl DatabaseError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DatabaseError::Connect(ConnectError::Unreachable { .. }) => "CoordinatorUnreachable",
+            DatabaseError::Connect(ConnectError::Authentication { .. }) => "CredentialsRejected",
+            DatabaseError::Connect(ConnectError::Refused { .. }) => "ConnectionRefused",
+            DatabaseError::Catalog(_) => "CatalogReadFailed",
+            DatabaseError::Bootstrap { .. } => "NodeSetupFailed",
+            DatabaseError::Step(_) => "MembershipChangeFailed",
+            DatabaseError::Preflight(_) => "PreflightFailed",
+        }
+    }
+
+    pub fn needs_attention(&self) -> bool {
+        matches!(
+            self,
+            DatabaseError::Connect(ConnectError::Authentication { .. })
+        )
+    }
+}
+
+/// Reads the catalog. A managed coordinator is prepared first when it lacks the Citus extension
+/// or the superuser's node credentials.
+pub async fn read_catalog(
+    client: &mut Client,
+    managed_password: Option<&str>,
+) -> Result<ClusterCatalog, DatabaseError> {
+    let catalog = cluster::read(client)
+        .await
+        .map_err(DatabaseError::Catalog)?;
+    let Some(password) = managed_password else {
+        return Ok(catalog);
+    };
+    let prepared = catalog.has_citus()
+        && catalog.own_authinfo.as_deref() == Some(&password_authinfo(password));
+    if prepared {
+        return Ok(catalog);
+    }
+    membership::bootstrap_node(client, password)
+        .await
+        .map_err(|e| DatabaseError::Bootstrap {
+            node: "the coordinator".to_string(),
+            message: crate::sql::error_message(&e),
+        })?;
+    cluster::read(client).await.map_err(DatabaseError::Catalog)
+}
+
+/// Prepares one node of a managed cluster, connected to directly as the superuser.
+pub async fn bootstrap(config: &ConnectionConfig) -> Result<(), DatabaseError> {
+    let failed = |message: String| DatabaseError::Bootstrap {
+        node: format!("{}:{}", config.host, config.port),
+        message,
+    };
+    let client = connect(config).await.map_err(|e| failed(e.to_string()))?;
+    membership::bootstrap_node(&client, &config.password)
+        .await
+        .map_err(|e| failed(crate::sql::error_message(&e)))
+}
+
+/// What carrying out a plan did.
+#[derive(Debug, Default)]
+pub struct Execution {
+    pub applied: Applied,
+    /// The preflight problems, when the checks ran (empty: passed).
+    pub preflight: Option<Vec<String>>,
+}
+
+/// Carries out `plan`: prepares joining workers (managed), runs its steps, and starts its job
+/// only once the preflight checks pass. `superuser` is the coordinator's connection, whose
+/// credentials reach every node of a managed cluster (`None` for external clusters).
+pub async fn execute(
+    client: &mut Client,
+    plan: &Plan,
+    needs_logical: bool,
+    superuser: Option<&ConnectionConfig>,
+) -> Result<Execution, DatabaseError> {
+    let node = |host: &str, port: i32| {
+        let port = u16::try_from(port).ok()?;
+        superuser.map(|config| ConnectionConfig {
+            host: host.to_string(),
+            port,
+            ..config.clone()
+        })
+    };
+    for (host, port) in &plan.bootstrap {
+        if let Some(config) = node(host, *port) {
+            bootstrap(&config).await?;
+        }
+    }
+    let (start, before): (Vec<NodeStep>, Vec<NodeStep>) = plan
+        .steps
+        .iter()
+        .cloned()
+        .partition(|s| matches!(s, NodeStep::StartRebalance { .. }));
+    let mut execution = Execution {
+        applied: membership::apply(client, &before).await?,
+        preflight: None,
+    };
+    if start.is_empty() {
+        return Ok(execution);
+    }
+    let problems = membership::preflight(client, needs_logical)
+        .await
+        .map_err(DatabaseError::Preflight)?;
+    if problems.is_empty() {
+        let started = membership::apply(client, &start).await?;
+        execution.applied.steps.extend(started.steps);
+        execution.applied.started_job = started.started_job;
+    } else if superuser.is_some() && problems.iter().any(|p| p.contains("cannot connect")) {
+        // A node that lost its credentials for the others (a replaced volume, say) gets them
+        // again; the next reconcile checks anew.
+        let catalog = cluster::read(client)
+            .await
+            .map_err(DatabaseError::Catalog)?;
+        for config in catalog.workers().filter_map(|w| node(&w.name, w.port)) {
+            if let Err(error) = bootstrap(&config).await {
+                tracing::info!(%error, "could not prepare a worker again");
+            }
+        }
+    }
+    execution.preflight = Some(problems);
+    Ok(execution)
+}
+
+/// One look at the cluster and what it led to.
+#[derive(Debug)]
+pub struct Round {
+    pub plan: Plan,
+    pub execution: Execution,
+    /// The catalog after the steps.
+    pub catalog: ClusterCatalog,
+    /// Bytes per node group, when no job runs (sizes ask every node and are in flux meanwhile).
+    pub sizes: Option<Vec<(i32, i64)>>,
+}
+
+/// Reads the catalog (preparing a managed coordinator), plans from it with `plan_for`, carries
+/// the plan out, and reads the catalog again when anything changed. `superuser` is given for
+/// managed clusters.
+pub async fn round(
+    client: &mut Client,
+    superuser: Option<&ConnectionConfig>,
+    needs_logical: bool,
+    plan_for: impl FnOnce(&ClusterCatalog) -> Plan,
+) -> Result<Round, DatabaseError> {
+    let catalog = read_catalog(client, superuser.map(|c| c.password.as_str())).await?;
+    let plan = plan_for(&catalog);
+    let execution = execute(client, &plan, needs_logical, superuser).await?;
+    let catalog = if execution.applied.steps.is_empty() {
+        catalog
+    } else {
+        cluster::read(client)
+            .await
+            .map_err(DatabaseError::Catalog)?
+    };
+    let sizes = if catalog.active_job().is_none() {
+        cluster::sizes(client).await
+    } else {
+        None
+    };
+    Ok(Round {
+        plan,
+        execution,
+        catalog,
+        sizes,
+    })
+}

@@ -1,0 +1,241 @@
+//! Changes to a Citus cluster's membership and placement: coordinator host, worker
+//! registration, `shouldhaveshards`, background rebalances and drains, node removal. Each step
+//! is one statement that is safe to repeat; a plan is computed from one `cluster::read`.
+
+use tokio_postgres::Client;
+
+use super::quote::conninfo_value;
+
+/// One change to the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeStep {
+    /// Record the coordinator's stable name, so workers reach it by name.
+    SetCoordinatorHost { host: String, port: i32 },
+    /// Register a worker (returns the existing node id when it is registered already).
+    AddNode { host: String, port: i32 },
+    SetShouldHaveShards {
+        host: String,
+        port: i32,
+        value: bool,
+    },
+    /// Drop orphaned shards left by moves now, instead of at Citus's next deferred cleanup.
+    CleanupOrphans,
+    /// Unregister a node that holds no sole placement.
+    RemoveNode { host: String, port: i32 },
+    /// A background rebalance job; `drain_only` moves shards only off nodes that should not
+    /// hold them.
+    StartRebalance {
+        drain_only: bool,
+        strategy: String,
+        transfer_mode: String,
+    },
+    /// Cancel the running rebalance job (moves already done stay).
+    StopRebalance,
+}
+
+impl NodeStep {
+    /// The statement and its text parameters.
+    pub fn statement(&self) -> (&'static str, Vec<String>) {
+        match self {
+            NodeStep::SetCoordinatorHost { host, port } => (
+                "SELECT citus_set_coordinator_host($1, $2::text::int)",
+                vec![host.clone(), port.to_string()],
+            ),
+            NodeStep::AddNode { host, port } => (
+                "SELECT citus_add_node($1, $2::text::int)",
+                vec![host.clone(), port.to_string()],
+            ),
+            NodeStep::SetShouldHaveShards { host, port, value } => (
+                "SELECT citus_set_node_property($1, $2::text::int, 'shouldhaveshards', $3::text::bool)",
+                vec![host.clone(), port.to_string(), value.to_string()],
+            ),
+            NodeStep::CleanupOrphans => ("CALL citus_cleanup_orphaned_resources()", Vec::new()),
+            NodeStep::RemoveNode { host, port } => (
+                "SELECT citus_remove_node($1, $2::text::int)",
+                vec![host.clone(), port.to_string()],
+            ),
+            NodeStep::StartRebalance {
+                drain_only,
+                strategy,
+                transfer_mode,
+            } => (
+                "SELECT citus_rebalance_start(rebalance_strategy := $1::text::name, \
+                 drain_only := $2::text::bool, \
+                 shard_transfer_mode := $3::text::citus.shard_transfer_mode)",
+                vec![strategy.clone(), drain_only.to_string(), transfer_mode.clone()],
+            ),
+            NodeStep::StopRebalance => ("SELECT citus_rebalance_stop()", Vec::new()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{step:?} failed: {message}")]
+pub struct StepError {
+    pub step: NodeStep,
+    pub message: String,
+    pub code: Option<String>,
+}
+
+/// What applying a plan did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Applied {
+    pub steps: Vec<NodeStep>,
+    /// The job a StartRebalance scheduled: `Some(None)` when Citus found nothing to move.
+    pub started_job: Option<Option<i64>>,
+}
+
+/// Runs `steps` in order, each on its own (several Citus node functions refuse to run inside a
+/// transaction block), stopping at the first failure.
+pub async fn apply(client: &Client, steps: &[NodeStep]) -> Result<Applied, StepError> {
+    let mut applied = Applied::default();
+    for step in steps {
+        tracing::info!(?step, "applying");
+        let (sql, params) = step.statement();
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let failed = |error: tokio_postgres::Error| StepError {
+            step: step.clone(),
+            message: super::error_message(&error),
+            code: error.code().map(|c| c.code().to_string()),
+        };
+        match step {
+            NodeStep::StartRebalance { .. } => {
+                let row = client.query_one(sql, &params).await.map_err(failed)?;
+                applied.started_job = Some(row.get::<_, Option<i64>>(0));
+            }
+            NodeStep::CleanupOrphans => {
+                client.batch_execute(sql).await.map_err(failed)?;
+            }
+            _ => {
+                client.execute(sql, &params).await.map_err(failed)?;
+            }
+        }
+        applied.steps.push(step.clone());
+    }
+    Ok(applied)
+}
+
+/// Everything that must hold before shards move: `wal_level=logical` on every node (when
+/// moves use logical replication), every node reachable from every other, metadata synced.
+/// Returns the problems found, each naming the node; empty means go.
+pub async fn preflight(
+    client: &mut Client,
+    needs_logical: bool,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    // A dead node must not hold the reconcile for Citus's default 30 s connection timeout.
+    tx.batch_execute(
+        "SET LOCAL statement_timeout = '60s'; SET LOCAL citus.node_connection_timeout = '5s'",
+    )
+    .await?;
+    let mut problems = Vec::new();
+    if needs_logical {
+        let rows = tx
+            .query(
+                "SELECT n.nodename || ':' || n.nodeport, r.success, r.result \
+                   FROM run_command_on_all_nodes('SHOW wal_level') r \
+                   JOIN pg_dist_node n ON n.nodeid = r.nodeid \
+                  ORDER BY n.nodeid",
+                &[],
+            )
+            .await?;
+        for row in rows {
+            let node: String = row.get(0);
+            let success: bool = row.get(1);
+            let result: String = row.get(2);
+            if !success {
+                problems.push(format!("{node}: cannot check wal_level: {result}"));
+            } else if result != "logical" {
+                problems.push(format!(
+                    "{node}: wal_level is {result}; shard moves need logical"
+                ));
+            }
+        }
+    }
+    let unreachable = tx
+        .query(
+            "SELECT from_nodename || ':' || from_nodeport, to_nodename || ':' || to_nodeport \
+               FROM citus_check_cluster_node_health() \
+              WHERE NOT coalesce(result, false) \
+              ORDER BY 1, 2",
+            &[],
+        )
+        .await?;
+    for row in unreachable {
+        let from: String = row.get(0);
+        let to: String = row.get(1);
+        problems.push(format!("{from} cannot connect to {to}"));
+    }
+    let unsynced = tx
+        .query(
+            "SELECT nodename || ':' || nodeport FROM pg_dist_node \
+              WHERE isactive AND noderole = 'primary' AND groupid <> 0 \
+                AND hasmetadata AND NOT metadatasynced ORDER BY nodeid",
+            &[],
+        )
+        .await?;
+    for row in unsynced {
+        let node: String = row.get(0);
+        problems.push(format!("{node}: Citus metadata is not synced yet"));
+    }
+    tx.commit().await?;
+    Ok(problems)
+}
+
+/// The `pg_dist_authinfo` value that lets Citus connect as a role with `password`.
+pub fn password_authinfo(password: &str) -> String {
+    format!("password={}", conninfo_value(password))
+}
+
+/// Prepares a node of a managed cluster, connected to as its superuser: the Citus extension,
+/// and the superuser's password for the connections Citus opens to every node (metadata sync,
+/// shard moves, health checks). Idempotent; writes only what differs.
+pub async fn bootstrap_node(client: &Client, password: &str) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS citus")
+        .await?;
+    client
+        .execute(
+            "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) \
+             VALUES (0, current_user, $1) \
+             ON CONFLICT (rolename, nodeid) DO UPDATE SET authinfo = EXCLUDED.authinfo \
+             WHERE pg_dist_authinfo.authinfo IS DISTINCT FROM EXCLUDED.authinfo",
+            &[&password_authinfo(password)],
+        )
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_parameters() {
+        let (sql, params) = NodeStep::AddNode {
+            host: "w-0.w.ns.svc.cluster.local".into(),
+            port: 5432,
+        }
+        .statement();
+        assert!(sql.contains("$1") && sql.contains("$2"));
+        assert_eq!(params, vec!["w-0.w.ns.svc.cluster.local", "5432"]);
+        let (sql, params) = NodeStep::StartRebalance {
+            drain_only: true,
+            strategy: "by_disk_size".into(),
+            transfer_mode: "auto".into(),
+        }
+        .statement();
+        assert!(sql.contains("drain_only := $2"));
+        assert_eq!(params, vec!["by_disk_size", "true", "auto"]);
+    }
+
+    #[test]
+    fn authinfo_quotes_what_libpq_would_misread() {
+        assert_eq!(password_authinfo("abc123"), "password=abc123");
+        assert_eq!(password_authinfo("a b'c\\"), "password='a b\\'c\\\\'");
+        assert_eq!(password_authinfo(""), "password=''");
+    }
+}

@@ -9,7 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tessera::crd::Microservice;
+use tessera::cituscluster::build as cluster_build;
+use tessera::cituscluster::naming::{COORDINATOR_ROLE, WORKER_ROLE};
+use tessera::cituscluster::validate::{validate as validate_cluster, Kind};
+use tessera::crd::{CitusCluster, Microservice};
 use tessera::microservice::build::{self, ConnectionDetails};
 use tessera::microservice::validate::validate;
 
@@ -93,6 +96,94 @@ fn builders_match_their_fixtures() {
     }
     assert!(cases >= 3, "fixtures found: {cases}");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// `fixtures/clusters/<case>/cluster.yaml` goes in; the managed cluster's ConfigMap, Services
+/// and StatefulSets (worker replicas as the spec asks) must equal the files beside it.
+#[test]
+fn cluster_builders_match_their_fixtures() {
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for entry in std::fs::read_dir(fixtures().join("clusters")).expect("fixtures") {
+        let dir = entry.expect("entry").path();
+        let path = dir.join("cluster.yaml");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let cluster: CitusCluster =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let effective = validate_cluster(&cluster, "cluster.local")
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let Kind::Managed(managed) = effective.kind else {
+            panic!("{}: a managed cluster", dir.display())
+        };
+        let names = &effective.names;
+        let config = cluster_build::postgres_config(&managed.postgresql.parameters);
+        let statefulset = |role: &str, replicas: i32| {
+            cluster_build::statefulset(&cluster, managed, names, &config, role, replicas)
+        };
+        let results = [
+            check(
+                &dir,
+                "configmap.yaml",
+                Some(&cluster_build::config_map(&cluster, names, &config)),
+            ),
+            check(
+                &dir,
+                "services.yaml",
+                Some(&[
+                    cluster_build::client_service(&cluster, names),
+                    cluster_build::headless_service(&cluster, names, COORDINATOR_ROLE),
+                    cluster_build::headless_service(&cluster, names, WORKER_ROLE),
+                ]),
+            ),
+            check(
+                &dir,
+                "coordinator.yaml",
+                Some(&statefulset(COORDINATOR_ROLE, 1)),
+            ),
+            check(
+                &dir,
+                "workers.yaml",
+                Some(&statefulset(WORKER_ROLE, managed.workers.replicas)),
+            ),
+            check(&dir, "overridden.yaml", Some(&config.overridden)),
+        ];
+        failures.extend(results.into_iter().filter_map(Result::err));
+        cases += 1;
+    }
+    assert!(cases >= 2, "fixtures found: {cases}");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn the_cluster_pods_restart_when_and_only_when_the_configuration_changes() {
+    let path = fixtures().join("clusters/defaults/cluster.yaml");
+    let cluster: CitusCluster =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).expect("read")).expect("yaml");
+    let effective = validate_cluster(&cluster, "cluster.local").expect("valid");
+    let Kind::Managed(managed) = effective.kind else {
+        panic!("managed")
+    };
+    let digest = |parameters: &[(&str, &str)]| {
+        let parameters = parameters
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = cluster_build::postgres_config(&parameters);
+        cluster_build::statefulset(&cluster, managed, &effective.names, &config, WORKER_ROLE, 2)
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get(cluster_build::CONFIG_DIGEST_ANNOTATION).cloned())
+            .expect("digest annotation")
+    };
+    assert_eq!(
+        digest(&[("work_mem", "8MB")]),
+        digest(&[("work_mem", "8MB")])
+    );
+    assert_ne!(
+        digest(&[("work_mem", "8MB")]),
+        digest(&[("work_mem", "16MB")])
+    );
 }
 
 #[test]

@@ -31,6 +31,9 @@ struct Args {
     /// Seconds between looks at a healthy Microservice (placement and size change on their own).
     #[arg(long, env = "TESSERA_RESYNC_INTERVAL", default_value_t = 300)]
     resync_interval: u64,
+    /// The cluster's DNS domain, for the stable names of managed clusters' pods and Services.
+    #[arg(long, env = "TESSERA_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
 }
 
 #[tokio::main]
@@ -75,6 +78,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let settings = Settings {
         connect_timeout: Duration::from_secs(args.connect_timeout),
         resync_interval: Duration::from_secs(args.resync_interval),
+        cluster_domain: args.cluster_domain.clone(),
         ..Settings::default()
     };
     let ctx = Arc::new(Context::new(client, settings));

@@ -1,6 +1,6 @@
 //! Reconciles Microservices, and cleans up after them behind a finalizer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -86,11 +86,25 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     .owns(api::<Secret>(&client, &namespace), owned.clone())
     .owns(api::<Service>(&client, &namespace), owned);
     let store = controller.store();
+    let seen = std::sync::Mutex::new(HashMap::new());
     controller
         .watches(
             api::<CitusCluster>(&client, &namespace),
             watcher::Config::default(),
             move |cluster| {
+                // Only what changes a Microservice's connection or placement wakes it: a
+                // rebalance's progress reports would otherwise reconcile every service on the
+                // cluster every few seconds.
+                let key = ObjectRef::from_obj(&cluster);
+                let fingerprint = cluster_fingerprint(&cluster);
+                let changed = seen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, fingerprint)
+                    != Some(fingerprint);
+                if !changed {
+                    return Vec::new();
+                }
                 let namespace = cluster.namespace();
                 let name = cluster.name_any();
                 store
@@ -111,6 +125,28 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             }
         })
         .await;
+}
+
+/// What a Microservice depends on in its CitusCluster: the spec, whether the coordinator is
+/// ready, the endpoint and credentials, and the end of each rebalance or drain (schemas moved).
+fn cluster_fingerprint(cluster: &CitusCluster) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let status = cluster.status.clone().unwrap_or_default();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    cluster.metadata.generation.hash(&mut hasher);
+    conditions::is_true(
+        &status.conditions,
+        crate::cituscluster::status::COORDINATOR_READY,
+    )
+    .hash(&mut hasher);
+    status.endpoint.hash(&mut hasher);
+    status.superuser_secret.hash(&mut hasher);
+    status
+        .rebalance
+        .as_ref()
+        .map(|r| (r.job_id, r.finished_at.as_ref().map(|t| t.0.to_string())))
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 async fn reconcile(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action, Error> {

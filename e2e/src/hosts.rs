@@ -26,23 +26,45 @@ impl HostsFile {
         }
     }
 
-    /// Makes `names` resolve to `ip`, replacing earlier lines of this run for the same names.
+    /// Makes `names` resolve to `ip`. A name another line of this run had moves to this one
+    /// (the newest pod wins a shared name, such as a headless Service's); that line keeps the
+    /// rest of its names.
     pub fn set(&self, ip: &str, names: &[String]) -> Result<()> {
+        let mut unique: Vec<&String> = Vec::new();
+        for name in names {
+            if !unique.contains(&name) {
+                unique.push(name);
+            }
+        }
         self.rewrite(|lines| {
-            lines.retain(|line| {
-                !(line.ends_with(&self.tag) && names.iter().any(|n| has_name(line, n)))
-            });
-            lines.push(format!("{ip} {} {}", names.join(" "), self.tag));
+            self.take_names(lines, names);
+            let listed: Vec<&str> = unique.iter().map(|n| n.as_str()).collect();
+            lines.push(format!("{ip} {} {}", listed.join(" "), self.tag));
         })
     }
 
-    /// Removes this run's lines for `names`.
+    /// Removes `names` from this run's lines (and lines left without a name).
     pub fn remove(&self, names: &[String]) -> Result<()> {
-        self.rewrite(|lines| {
-            lines.retain(|line| {
-                !(line.ends_with(&self.tag) && names.iter().any(|n| has_name(line, n)))
-            });
-        })
+        self.rewrite(|lines| self.take_names(lines, names))
+    }
+
+    fn take_names(&self, lines: &mut Vec<String>, names: &[String]) {
+        let tag = &self.tag;
+        lines.retain_mut(|line| {
+            if !line.ends_with(tag.as_str()) {
+                return true;
+            }
+            let mut fields = line[..line.len() - tag.len()].split_whitespace();
+            let Some(ip) = fields.next() else {
+                return false;
+            };
+            let kept: Vec<&str> = fields.filter(|f| !names.iter().any(|n| n == f)).collect();
+            if kept.is_empty() {
+                return false;
+            }
+            *line = format!("{ip} {} {tag}", kept.join(" "));
+            true
+        });
     }
 
     /// Removes every line of this run.
@@ -61,15 +83,6 @@ impl HostsFile {
         // In place: /etc/hosts is often a bind mount that cannot be replaced by a rename.
         std::fs::write(&self.path, out).with_context(|| format!("write {}", self.path.display()))
     }
-}
-
-fn has_name(line: &str, name: &str) -> bool {
-    line.split('#')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .any(|field| field == name)
 }
 
 #[cfg(test)]
@@ -92,6 +105,26 @@ mod tests {
         let text = std::fs::read_to_string(file.path()).expect("read");
         assert!(text.contains("127.0.0.11 db-0.db.ns.svc.cluster.local"));
         assert!(!text.contains("127.0.0.10"));
+        // Two pods share their headless Service's name: the newest wins it, both keep their own.
+        let shared = "db.ns.svc.cluster.local".to_string();
+        hosts
+            .set("127.0.0.20", &["db-0.x".to_string(), shared.clone()])
+            .expect("first pod");
+        hosts
+            .set(
+                "127.0.0.21",
+                &["db-1.x".to_string(), shared.clone(), shared.clone()],
+            )
+            .expect("second pod");
+        let text = std::fs::read_to_string(file.path()).expect("read");
+        assert!(
+            text.contains("127.0.0.20 db-0.x # tessera-e2e:run-a"),
+            "{text}"
+        );
+        assert!(
+            text.contains("127.0.0.21 db-1.x db.ns.svc.cluster.local # tessera-e2e:run-a"),
+            "{text}"
+        );
         hosts.clear().expect("clear");
         let text = std::fs::read_to_string(file.path()).expect("read");
         assert_eq!(

@@ -52,7 +52,7 @@ impl Managed {
     /// While waiting until `what`: an error carrying the log's last lines once the process has
     /// exited or `deadline` has passed.
     pub fn check_starting(&self, what: &str, deadline: Instant) -> Result<()> {
-        reap();
+        reap(self.pid);
         let trouble = if !is_alive(self.pid) {
             "exited"
         } else if Instant::now() > deadline {
@@ -90,15 +90,13 @@ pub fn is_alive(pid: i32) -> bool {
     false
 }
 
-/// Reaps any of our exited children so they do not linger as zombies.
-pub fn reap() {
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid with WNOHANG on any child; returns 0 or -1 when there is nothing to reap.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid <= 0 {
-            break;
-        }
+/// Reaps `pid` if it is our child and has exited, so it does not linger as a zombie. Only that
+/// pid: other children (the pod runner's servers) are waited for by their own handles.
+pub fn reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waitpid with WNOHANG on one pid; it returns 0 or -1 when there is nothing to reap.
+    unsafe {
+        libc::waitpid(pid, &mut status, libc::WNOHANG);
     }
 }
 
@@ -110,7 +108,7 @@ pub fn stop(pid: i32, grace: Duration) {
     }
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
-        reap();
+        reap(pid);
         if !is_alive(pid) {
             return;
         }
@@ -121,7 +119,7 @@ pub fn stop(pid: i32, grace: Duration) {
         libc::kill(-pid, libc::SIGKILL);
     }
     std::thread::sleep(Duration::from_millis(100));
-    reap();
+    reap(pid);
 }
 
 /// Stops every process with a pid file under `dir`, in reverse start order.

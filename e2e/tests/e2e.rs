@@ -19,6 +19,8 @@ use tessera_e2e::harness::{self, wait_until};
 use tessera_e2e::podrunner::pod_ready;
 use tessera_e2e::tools::Tools;
 
+mod scenarios;
+
 const WAIT: Duration = Duration::from_secs(90);
 
 /// One end-to-end scenario, run after the ones before it on the same control plane.
@@ -57,6 +59,8 @@ async fn tessera_end_to_end() -> Result<()> {
     )?;
     let env = Env { state, client };
 
+    // A killed database pod comes back after this long (a kubelet's first back-off is 10 s).
+    std::env::set_var("TESSERA_E2E_RESTART_DELAY", "5");
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let pod_runner = tokio::spawn(tessera_e2e::podrunner::run(
         env.client.clone(),
@@ -92,13 +96,26 @@ async fn tessera_end_to_end() -> Result<()> {
     // Citus runs where it is installed; otherwise the scenario is reported as skipped, not passed.
     let mut skipped = 0;
     let mut scenarios = scenarios;
-    if citus::available_or_skip("a distributed schema on Citus (end to end)") {
-        scenarios.push((
+    let citus_scenarios: Vec<(&str, Scenario<'_>)> = vec![
+        (
             "a distributed schema on Citus",
             Box::pin(citus_distribution(&env)),
-        ));
-    } else {
-        skipped += 1;
+        ),
+        (
+            "a managed Citus cluster: rebalance on scale-out, drain on scale-in, a killed worker",
+            Box::pin(scenarios::placement::managed_cluster(&env)),
+        ),
+        (
+            "an external cluster's worker StatefulSet scaled out and shrunk under Tessera",
+            Box::pin(scenarios::external_workers::scaled_worker_statefulset(&env)),
+        ),
+    ];
+    for (name, scenario) in citus_scenarios {
+        if citus::available_or_skip(&format!("{name} (end to end)")) {
+            scenarios.push((name, scenario));
+        } else {
+            skipped += 1;
+        }
     }
     // TESSERA_E2E_ONLY=<words> runs only the scenarios whose name contains them.
     let only = std::env::var("TESSERA_E2E_ONLY").unwrap_or_default();

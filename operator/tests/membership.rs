@@ -104,6 +104,7 @@ impl Driver {
             plan: &round.plan,
             applied: &round.execution.applied,
             preflight: round.execution.preflight.as_deref(),
+            unprepared: &round.execution.unprepared,
             sizes: round.sizes.as_deref(),
             previous: &previous,
             superuser_secret: None,

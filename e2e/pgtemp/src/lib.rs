@@ -511,9 +511,25 @@ impl TempPostgres {
         )
     }
 
+    /// Whether the server process still runs (false once it exited, was killed or stopped).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The postmaster's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stops the server (fast shutdown), keeping its data for `restart`.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
             let pid = i32::try_from(child.id()).unwrap_or(0);
             // SAFETY: plain kill(2) on the child we spawned; errors are ignored because the
             // process may already be gone.

@@ -59,10 +59,22 @@ pub fn start(
     process::spawn(dir, &name, command)
 }
 
-/// Waits until the container's readiness probe passes (an HTTP GET answering 2xx or 3xx, or a
-/// TCP connect; without a probe, a connect to its first port). Fails with the log's tail when the
+/// Waits until the container's readiness probe passes. Fails with the log's tail when the
 /// process exits or time runs out.
 pub async fn wait_ready(service: &Managed, container: &Container, ip: Ipv4Addr) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if probe(container, ip).await {
+            return Ok(());
+        }
+        service.check_starting("it is ready", deadline)?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One readiness check: an HTTP GET answering 2xx or 3xx, or a TCP connect; without a probe, a
+/// connect to the first container port.
+pub async fn probe(container: &Container, ip: Ipv4Addr) -> bool {
     let named_port = |port: &IntOrString| -> Option<u16> {
         match port {
             IntOrString::Int(number) => u16::try_from(*number).ok(),
@@ -91,18 +103,10 @@ pub async fn wait_ready(service: &Managed, container: &Container, ip: Ipv4Addr) 
         .and_then(|p| p.tcp_socket.as_ref())
         .and_then(|socket| named_port(&socket.port))
         .or(first_port);
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let ready = match (&http, tcp) {
-            (Some((port, path)), _) => http_ok(ip, *port, path).await,
-            (None, Some(port)) => TcpStream::connect((ip, port)).await.is_ok(),
-            (None, None) => true,
-        };
-        if ready {
-            return Ok(());
-        }
-        service.check_starting("it is ready", deadline)?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    match (&http, tcp) {
+        (Some((port, path)), _) => http_ok(ip, *port, path).await,
+        (None, Some(port)) => TcpStream::connect((ip, port)).await.is_ok(),
+        (None, None) => true,
     }
 }
 

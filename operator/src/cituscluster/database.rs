@@ -88,6 +88,8 @@ pub struct Execution {
     pub applied: Applied,
     /// The preflight problems, when the checks ran (empty: passed).
     pub preflight: Option<Vec<String>>,
+    /// Workers that could not be prepared, with why; they were not registered this time.
+    pub unprepared: Vec<String>,
 }
 
 /// Carries out `plan`: prepares joining workers (managed), runs its steps, and starts its job
@@ -107,19 +109,32 @@ pub async fn execute(
             ..config.clone()
         })
     };
+    // A worker that cannot be prepared holds back only itself (and moves, which would count it).
+    let mut unprepared = Vec::new();
     for (host, port) in &plan.bootstrap {
         if let Some(config) = node(host, *port) {
-            bootstrap(&config).await?;
+            if let Err(error) = bootstrap(&config).await {
+                unprepared.push(((host.clone(), *port), error.to_string()));
+            }
         }
     }
+    let held_back = |step: &NodeStep| match step {
+        NodeStep::AddNode { host, port } => {
+            unprepared.iter().any(|((h, p), _)| h == host && p == port)
+        }
+        NodeStep::StartRebalance { .. } => !unprepared.is_empty(),
+        _ => false,
+    };
     let (start, before): (Vec<NodeStep>, Vec<NodeStep>) = plan
         .steps
         .iter()
+        .filter(|s| !held_back(s))
         .cloned()
         .partition(|s| matches!(s, NodeStep::StartRebalance { .. }));
     let mut execution = Execution {
         applied: membership::apply(client, &before).await?,
         preflight: None,
+        unprepared: unprepared.into_iter().map(|(_, why)| why).collect(),
     };
     if start.is_empty() {
         return Ok(execution);

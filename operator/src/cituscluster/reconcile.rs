@@ -457,6 +457,7 @@ async fn reconcile_valid(
         plan,
         applied: &round.execution.applied,
         preflight: round.execution.preflight.as_deref(),
+        unprepared: &round.execution.unprepared,
         sizes: round.sizes.as_deref(),
         previous: &previous,
         superuser_secret: Some(endpoint.credentials.name.clone()),
@@ -470,6 +471,8 @@ async fn reconcile_valid(
     let resync = settings.resync_interval.min(Duration::from_secs(60));
     Ok(Action::requeue(if changed {
         Duration::from_secs(1)
+    } else if !round.execution.unprepared.is_empty() {
+        Duration::from_secs(5)
     } else {
         match &plan.phase {
             Phase::Balanced | Phase::RebalanceNeeded { .. } => resync,

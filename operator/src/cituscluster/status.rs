@@ -55,6 +55,8 @@ pub struct Observation<'a> {
     pub applied: &'a Applied,
     /// Problems found by the preflight checks, when they ran in this reconcile.
     pub preflight: Option<&'a [String]>,
+    /// Workers that could not be prepared for registration, with why.
+    pub unprepared: &'a [String],
     /// Bytes of shard data per node group, when they could be read.
     pub sizes: Option<&'a [(i32, i64)]>,
     pub previous: &'a CitusClusterStatus,
@@ -289,6 +291,9 @@ pub fn compute(obs: &Observation) -> Outcome {
             ));
         }
     }
+    for problem in obs.unprepared {
+        notes.push(Note::warning("WorkerSetupFailed", problem.clone()));
+    }
     if let Some(problems) = obs.preflight.filter(|p| !p.is_empty()) {
         notes.push(Note::warning(
             "PreflightFailed",
@@ -444,6 +449,10 @@ fn conditions(
                 w.state.as_str()
             )
         })
+        .collect();
+    let waiting: Vec<String> = waiting
+        .into_iter()
+        .chain(obs.unprepared.iter().cloned())
         .collect();
     let workers_ready = waiting.is_empty();
     let workers = Observed::new(

@@ -67,7 +67,9 @@ pub fn slots(view: &SetView, catalog: Option<&ClusterCatalog>) -> Vec<WorkerSlot
                 port: view.port,
                 exists: pod.is_some(),
                 ready: pod.is_some_and(|p| pod_ready(p)),
-                expected: view.replicas.is_some_and(|r| k < r),
+                // Wanted workers are expected even before the StatefulSet grows to them.
+                expected: view.replicas.is_some_and(|r| k < r)
+                    || view.desired.is_some_and(|d| k < d),
                 leaving: view.desired.is_some_and(|d| k >= d),
             }
         })

@@ -75,6 +75,7 @@ fn compute_with(
         plan,
         applied,
         preflight,
+        unprepared: &[],
         sizes: Some(&[(1, 8192)]),
         previous,
         superuser_secret: Some("main-superuser".into()),

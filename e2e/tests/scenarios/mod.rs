@@ -1,0 +1,5 @@
+//! Scenarios with their own file; the ones in e2e.rs share its helpers the same way.
+
+pub mod citus_nodes;
+pub mod external_workers;
+pub mod placement;

@@ -306,18 +306,25 @@ impl Runner {
             .clone()
     }
 
-    /// One pod event, after the ones before it for the same pod name.
+    /// One pod event, after the ones before it for the same pod name. A process that fails to
+    /// start is tried again after the restart delay, as a kubelet does, while the pod exists.
     async fn handle(self: Arc<Self>, pod: Pod, deleted: bool) {
         let lock = self.pod_lock(&pod);
-        let _turn = lock.lock().await;
-        let result = if deleted {
-            self.stop(&key(&pod)).await;
-            Ok(())
-        } else {
-            self.observe(pod).await
-        };
-        if let Err(error) = result {
-            tracing::warn!(error = format!("{error:#}"), "pod runner");
+        loop {
+            let result = {
+                let _turn = lock.lock().await;
+                if deleted {
+                    self.stop(&key(&pod)).await;
+                    Ok(())
+                } else {
+                    self.observe(pod.clone()).await
+                }
+            };
+            let Err(error) = result else {
+                return;
+            };
+            tracing::warn!(error = format!("{error:#}"), retry_in = ?self.restart_delay, "pod runner");
+            tokio::time::sleep(self.restart_delay).await;
         }
     }
 

@@ -1,11 +1,10 @@
-//! What every reconcile shares: the Kubernetes client, the event recorder, the settings, and the
+//! What every reconcile shares: the Kubernetes client, the Event publisher, the settings, and the
 //! failure counts behind the per-object exponential backoff.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::Resource;
 
@@ -40,19 +39,19 @@ impl Default for Settings {
 
 pub struct Context {
     pub client: kube::Client,
-    pub recorder: Recorder,
+    events: crate::events::Publisher,
     pub settings: Settings,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
     pub fn new(client: kube::Client, settings: Settings) -> Self {
-        let reporter = Reporter {
-            controller: "tessera".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: crate::events::Publisher::new(
+                client.clone(),
+                "tessera",
+                std::env::var("POD_NAME").ok(),
+            ),
             client,
             settings,
             failures: Mutex::new(HashMap::new()),
@@ -70,18 +69,11 @@ impl Context {
     ) where
         K: Resource<DynamicType = ()>,
     {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+        if let Err(error) = self
+            .events
+            .publish(object.object_ref(&()), warning, reason, action, note)
+            .await
+        {
             tracing::warn!(%error, reason, "could not publish event");
         }
     }

@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod context;
 pub mod crd;
 pub mod digest;
+pub mod events;
 pub mod microservice;
 pub mod sql;
 pub mod ssa;

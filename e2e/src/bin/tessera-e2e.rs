@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use kube::api::ListParams;
 use kube::Api;
-use tessera::crd::Microservice;
+use tessera::crd::{CitusCluster, Microservice};
 use tessera_e2e::controlplane::{self, ControlPlane, State};
 use tessera_e2e::harness::{self, wait_until};
 use tessera_e2e::hosts::HostsFile;
@@ -159,16 +159,32 @@ async fn run_demo(dir: &Path) -> Result<()> {
 
     let root = harness::workspace_root();
     let examples = root.join("manifests/examples");
-    state.kubectl_output(&[
-        "apply",
-        "-f",
-        &examples.join("citus-cluster.yaml").display().to_string(),
-    ])?;
-    state.kubectl_output(&[
-        "apply",
-        "-f",
-        &root.join("e2e/demo/coordinator.yaml").display().to_string(),
-    ])?;
+    let citus = pgtemp::Installation::detect()?.has_extension("citus");
+    let coordinator = if citus {
+        // A managed cluster: Tessera creates the coordinator and two workers.
+        let cluster = examples.join("citus-cluster.yaml");
+        println!(
+            "Citus is installed: a managed cluster of a coordinator and two workers ({})",
+            cluster.display()
+        );
+        state.kubectl_output(&["apply", "-f", &cluster.display().to_string()])?;
+        Coordinator {
+            host: "main-coordinator.default.svc.cluster.local",
+            secret: "main-superuser",
+        }
+    } else {
+        println!("Citus is not installed: plain PostgreSQL behind an external CitusCluster");
+        for file in [
+            examples.join("external-cluster.yaml"),
+            root.join("e2e/demo/coordinator.yaml"),
+        ] {
+            state.kubectl_output(&["apply", "-f", &file.display().to_string()])?;
+        }
+        Coordinator {
+            host: "citus-coordinator.default.svc.cluster.local",
+            secret: "citus-admin",
+        }
+    };
     for service in harness::EXAMPLE_SERVICES {
         let manifest = run_by_pod_runner(&examples.join(format!("{service}.yaml")))?;
         let file = dir.join(format!("{service}.yaml"));
@@ -212,15 +228,34 @@ async fn run_demo(dir: &Path) -> Result<()> {
     )
     .await?;
 
+    if citus {
+        // The cluster counts the services' shards on its next look (a 10 s resync here).
+        let clusters: Api<CitusCluster> =
+            Api::namespaced(harness::admin_client(&state).await?, "default");
+        wait_until(
+            "the cluster status counts the services' shards",
+            Duration::from_secs(60),
+            || async {
+                let shards = clusters.get("main").await?.status.and_then(|s| s.shards);
+                Ok(shards.filter(|s| *s >= 3))
+            },
+        )
+        .await?;
+    }
     println!("\n$ kubectl get citusclusters,microservices -o wide");
     print!(
         "{}",
         state.kubectl_output(&["get", "citusclusters,microservices", "-o", "wide"])?
     );
-    println!("\nRoles and schemas on the coordinator:");
-    print!("{}", database_listing(&state).await?);
+    println!("\nThe services' roles and schemas, and the node that holds each schema:");
+    print!("{}", database_listing(&state, &coordinator).await?);
+    let scale = if citus {
+        "\n  kubectl scale cituscluster/main --replicas=3   # a third worker joins; schemas rebalance onto it\n  kubectl get citusclusters -w                    # WORKERS, SHARDS and REBALANCE as it happens\n  kubectl scale cituscluster/main --replicas=2   # the third worker is drained, removed, then its pod goes"
+    } else {
+        ""
+    };
     println!(
-        "\nThe demo keeps running. Try:\n  export KUBECONFIG={}\n  kubectl describe microservice user-service\n  kubectl get deployments,services,secrets\nStop it with: make demo-stop",
+        "\nThe demo keeps running. Try:\n  export KUBECONFIG={}\n  kubectl describe microservice user-service\n  kubectl describe cituscluster main\n  kubectl get deployments,services,secrets{scale}\nStop it with: make demo-stop",
         state.admin_kubeconfig.display()
     );
     Ok(())
@@ -278,19 +313,27 @@ async fn exercise_services(state: &State) -> Result<()> {
     Ok(())
 }
 
-/// The roles and schemas Tessera manages, as the coordinator lists them.
-async fn database_listing(state: &State) -> Result<String> {
+/// How the demo reaches its coordinator as the superuser.
+struct Coordinator {
+    host: &'static str,
+    /// The Secret with the superuser's password.
+    secret: &'static str,
+}
+
+/// The schemas Tessera manages, their owners and the node holding each, as the coordinator
+/// lists them.
+async fn database_listing(state: &State, coordinator: &Coordinator) -> Result<String> {
     let password = state.kubectl_output(&[
         "get",
         "secret",
-        "citus-admin",
+        coordinator.secret,
         "-o",
         "jsonpath={.data.password}",
     ])?;
     use base64::Engine;
     let password =
         String::from_utf8(base64::engine::general_purpose::STANDARD.decode(password.trim())?)?;
-    let client = harness::pod_superuser("citus-coordinator.default.svc.cluster.local", &password)
+    let client = harness::pod_superuser(coordinator.host, &password)
         .await
         .context("connect to the demo coordinator")?;
     let citus: bool = client
@@ -300,16 +343,18 @@ async fn database_listing(state: &State) -> Result<String> {
         )
         .await?
         .get(0);
-    let distributed = if citus {
-        "EXISTS (SELECT 1 FROM pg_dist_schema d WHERE d.schemaid = n.oid)"
+    // On Citus, the node of a schema's shards; otherwise the coordinator holds everything.
+    let node = if citus {
+        "coalesce((SELECT string_agg(DISTINCT s.nodename || ':' || s.nodeport, ', ') \
+                     FROM citus_shards s JOIN pg_dist_schema d ON d.colocationid = s.colocation_id \
+                    WHERE d.schemaid = n.oid), '(no tables yet)')"
     } else {
-        "false"
+        "'(the coordinator: PostgreSQL without Citus)'"
     };
     let rows = client
         .query(
             &format!(
-                "SELECT n.nspname::text, pg_get_userbyid(n.nspowner)::text, {distributed}, \
-                        obj_description(n.oid, 'pg_namespace') \
+                "SELECT n.nspname::text, pg_get_userbyid(n.nspowner)::text, {node} \
                    FROM pg_namespace n \
                   WHERE obj_description(n.oid, 'pg_namespace') LIKE 'tessera.dev/%' \
                   ORDER BY 1"
@@ -317,17 +362,13 @@ async fn database_listing(state: &State) -> Result<String> {
             &[],
         )
         .await?;
-    let mut out = format!(
-        "{:<16} {:<16} {:<12} {}\n",
-        "SCHEMA", "OWNER", "DISTRIBUTED", "MARK"
-    );
+    let mut out = format!("{:<14} {:<14} {}\n", "SCHEMA", "OWNER", "NODE");
     for row in rows {
         out.push_str(&format!(
-            "{:<16} {:<16} {:<12} {}\n",
+            "{:<14} {:<14} {}\n",
             row.get::<_, String>(0),
             row.get::<_, String>(1),
-            row.get::<_, bool>(2),
-            row.get::<_, Option<String>>(3).unwrap_or_default()
+            row.get::<_, String>(2)
         ));
     }
     Ok(out)

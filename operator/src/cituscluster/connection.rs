@@ -157,8 +157,31 @@ pub async fn read_secret(
         })
 }
 
+/// Why a managed cluster cannot take services yet, if it cannot: its coordinator is not prepared,
+/// or no node may hold shards yet (a distributed schema's first table would fail).
+pub fn not_ready_for_services(cluster: &CitusCluster) -> Option<String> {
+    cluster.spec.managed.as_ref()?;
+    let status = cluster.status.clone().unwrap_or_default();
+    if !conditions::is_true(&status.conditions, super::status::COORDINATOR_READY) {
+        return Some(
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == super::status::COORDINATOR_READY)
+                .map(|c| c.message.clone())
+                .unwrap_or_else(|| "its coordinator is starting".to_string()),
+        );
+    }
+    let can_hold_shards = status
+        .nodes
+        .iter()
+        .any(|n| n.active && n.should_have_shards && n.node_id.is_some());
+    (!can_hold_shards)
+        .then(|| "no node can hold shards yet: its workers are being registered".to_string())
+}
+
 /// Reads the CitusCluster `name` in `namespace` and its credentials. A managed cluster is used
-/// once its coordinator is ready (Tessera prepared it).
+/// once it can take services (see `not_ready_for_services`).
 pub async fn resolve(
     client: &Client,
     namespace: &str,
@@ -172,23 +195,72 @@ pub async fn resolve(
         .ok_or_else(|| ClusterError::NotFound {
             name: name.to_string(),
         })?;
-    if cluster.spec.managed.is_some() {
-        let status = cluster.status.clone().unwrap_or_default();
-        if !conditions::is_true(&status.conditions, super::status::COORDINATOR_READY) {
-            let message = status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == super::status::COORDINATOR_READY)
-                .map(|c| c.message.clone())
-                .unwrap_or_else(|| "its coordinator is starting".to_string());
-            return Err(ClusterError::NotReady {
-                name: name.to_string(),
-                message,
-            });
-        }
+    if let Some(message) = not_ready_for_services(&cluster) {
+        return Err(ClusterError::NotReady {
+            name: name.to_string(),
+            message,
+        });
     }
     let endpoint = endpoint(&cluster, &settings.cluster_domain)?;
     let secret = read_secret(client, namespace, &endpoint.credentials).await?;
     let config = connection_config(&endpoint, &secret, settings)?;
     Ok((cluster, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::cituscluster::NodeStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn managed(coordinator_ready: bool, nodes: Vec<NodeStatus>) -> CitusCluster {
+        let mut cluster: CitusCluster = serde_yaml::from_str(
+            "apiVersion: tessera.dev/v1alpha1\nkind: CitusCluster\nmetadata: {name: main, namespace: db}\nspec: {managed: {}}\n",
+        )
+        .expect("yaml");
+        let status = cluster.status.get_or_insert_with(Default::default);
+        status.conditions.push(Condition {
+            type_: "CoordinatorReady".into(),
+            status: if coordinator_ready { "True" } else { "False" }.into(),
+            reason: "Test".into(),
+            message: "starting up".into(),
+            observed_generation: None,
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        });
+        status.nodes = nodes;
+        cluster
+    }
+
+    fn node(should_have_shards: bool) -> NodeStatus {
+        NodeStatus {
+            name: "w".into(),
+            port: 5432,
+            node_id: Some(2),
+            active: true,
+            should_have_shards,
+            state: "Active".into(),
+            ..NodeStatus::default()
+        }
+    }
+
+    #[test]
+    fn services_wait_until_a_node_can_hold_shards() {
+        let starting = managed(false, vec![]);
+        assert_eq!(
+            not_ready_for_services(&starting).as_deref(),
+            Some("starting up")
+        );
+        // The coordinator is prepared but no worker is registered yet.
+        let registering = managed(true, vec![node(false)]);
+        assert!(not_ready_for_services(&registering)
+            .is_some_and(|m| m.contains("no node can hold shards")));
+        assert_eq!(
+            not_ready_for_services(&managed(true, vec![node(true)])),
+            None
+        );
+        // External clusters are the administrator's to set up.
+        let mut external = registering.clone();
+        external.spec.managed = None;
+        assert_eq!(not_ready_for_services(&external), None);
+    }
 }

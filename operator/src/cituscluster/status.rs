@@ -599,7 +599,7 @@ fn conditions(
                 REBALANCING,
                 false,
                 "Balanced",
-                "no rebalance has been needed",
+                "shards are balanced across the registered workers",
             ),
         },
     };

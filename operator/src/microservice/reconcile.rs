@@ -134,11 +134,9 @@ fn cluster_fingerprint(cluster: &CitusCluster) -> u64 {
     let status = cluster.status.clone().unwrap_or_default();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     cluster.metadata.generation.hash(&mut hasher);
-    conditions::is_true(
-        &status.conditions,
-        crate::cituscluster::status::COORDINATOR_READY,
-    )
-    .hash(&mut hasher);
+    crate::cituscluster::connection::not_ready_for_services(cluster)
+        .is_none()
+        .hash(&mut hasher);
     status.endpoint.hash(&mut hasher);
     status.superuser_secret.hash(&mut hasher);
     status

@@ -153,19 +153,25 @@ pub async fn http(
     Ok((status, body.to_string()))
 }
 
-/// The superuser (`postgres`) of a database pod run by the pod runner, reached by its DNS name on
-/// port 5432.
-pub async fn pod_superuser(host: &str, password: &str) -> Result<tokio_postgres::Client> {
+/// `user` on database `postgres` of the server at `host:5432` (a pod run by the pod runner, or
+/// a Service in front of one), by name.
+pub async fn connect_as(host: &str, user: &str, password: &str) -> Result<tokio_postgres::Client> {
     let (client, connection) = tokio_postgres::Config::new()
         .host(host)
         .port(5432)
-        .user("postgres")
+        .user(user)
         .password(password)
         .dbname("postgres")
         .connect_timeout(Duration::from_secs(10))
         .connect(tokio_postgres::NoTls)
         .await
-        .with_context(|| format!("connect to {host}:5432 as postgres"))?;
+        .with_context(|| format!("connect to {host}:5432 as {user}"))?;
     tokio::spawn(connection);
     Ok(client)
+}
+
+/// The superuser (`postgres`) of a database pod run by the pod runner, reached by its DNS name on
+/// port 5432.
+pub async fn pod_superuser(host: &str, password: &str) -> Result<tokio_postgres::Client> {
+    connect_as(host, "postgres", password).await
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::Resource;
 
@@ -92,6 +93,23 @@ impl Context {
         let jitter_ms =
             u64::from(jitter_byte()) * delay.as_millis().min(u128::from(u64::MAX)) as u64 / 2550;
         delay + Duration::from_millis(jitter_ms)
+    }
+
+    /// The controllers' error policy: log the failure and retry `object` after its backoff.
+    pub fn retry_after_failure<K>(&self, object: &K, error: &dyn std::fmt::Display) -> Action
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let delay = self.backoff(&ObjectRef::from_obj(object));
+        tracing::warn!(
+            kind = %K::kind(&()),
+            name = %object.meta().name.clone().unwrap_or_default(),
+            namespace = %object.meta().namespace.clone().unwrap_or_default(),
+            %error,
+            retry_in = ?delay,
+            "reconcile failed"
+        );
+        Action::requeue(delay)
     }
 
     /// Forgets the failures of `object` after a successful reconcile.

@@ -2,7 +2,7 @@
 //! counts as each service's role, and the timeline of a CitusCluster as it changes.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Secret;
@@ -11,11 +11,6 @@ use tessera::crd::{CitusCluster, Microservice};
 use tessera_e2e::harness;
 
 use crate::{secret_text, Env};
-
-/// The coordinator as its superuser, by the name services use.
-pub async fn coordinator(host: &str, password: &str) -> Result<tokio_postgres::Client> {
-    harness::pod_superuser(host, password).await
-}
 
 /// A Secret's `password` key.
 pub async fn password(env: &Env, ns: &str, name: &str) -> Result<String> {
@@ -75,17 +70,7 @@ impl Tables {
         for (i, name) in names.iter().enumerate() {
             let password = password(env, ns, &format!("{name}-db")).await?;
             let role = name.replace('-', "_");
-            let (client, connection) = tokio_postgres::Config::new()
-                .host(host)
-                .port(5432)
-                .user(&role)
-                .password(&password)
-                .dbname("postgres")
-                .connect_timeout(Duration::from_secs(10))
-                .connect(tokio_postgres::NoTls)
-                .await
-                .with_context(|| format!("{role} logs in on {host}"))?;
-            tokio::spawn(connection);
+            let client = harness::connect_as(host, &role, &password).await?;
             let count = rows * (i64::try_from(i).unwrap_or(0) + 1);
             client
                 .batch_execute(&format!(
@@ -106,17 +91,7 @@ impl Tables {
     pub async fn counts(&self) -> Result<Vec<(String, i64, i64)>> {
         let mut out = Vec::new();
         for (role, password, written) in &self.services {
-            let (client, connection) = tokio_postgres::Config::new()
-                .host(&self.host)
-                .port(5432)
-                .user(role)
-                .password(password)
-                .dbname("postgres")
-                .connect_timeout(Duration::from_secs(10))
-                .connect(tokio_postgres::NoTls)
-                .await
-                .with_context(|| format!("{role} logs in"))?;
-            tokio::spawn(connection);
+            let client = harness::connect_as(&self.host, role, password).await?;
             let count: i64 = client
                 .query_one("SELECT count(*) FROM items", &[])
                 .await

@@ -15,7 +15,7 @@ use tessera::crd::{CitusCluster, Microservice};
 use tessera_e2e::harness::wait_until;
 use tessera_e2e::podrunner::pod_ready;
 
-use super::citus_nodes::{self, placements, summary, Tables};
+use super::citus_nodes::{placements, summary, Tables};
 use crate::{microservice, namespace, wait_condition, Env};
 
 const NS: &str = "external";
@@ -95,7 +95,7 @@ pub async fn scaled_worker_statefulset(env: &Env) -> Result<()> {
             .map(|_| ()))
     })
     .await?;
-    let db = citus_nodes::coordinator(&coordinator_host, PASSWORD).await?;
+    let db = tessera_e2e::harness::pod_superuser(&coordinator_host, PASSWORD).await?;
 
     let cluster: CitusCluster = serde_json::from_value(json!({
         "apiVersion": "tessera.dev/v1alpha1", "kind": "CitusCluster",

@@ -121,7 +121,7 @@ pub async fn managed_cluster(env: &Env) -> Result<()> {
     );
     let password = citus_nodes::password(env, NS, "main-superuser").await?;
     let client_host = format!("main-coordinator.{NS}.svc.cluster.local");
-    let db = citus_nodes::coordinator(&client_host, &password).await?;
+    let db = tessera_e2e::harness::pod_superuser(&client_host, &password).await?;
     let nodes = placements(&db).await?;
     let expected_nodes: Vec<String> = vec![
         format!("main-coordinator-0.main-coordinator-headless.{NS}.svc.cluster.local:5432"),

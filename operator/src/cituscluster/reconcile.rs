@@ -226,15 +226,7 @@ async fn reconcile(cluster: Arc<CitusCluster>, cc: Arc<ClusterContext>) -> Resul
 }
 
 fn error_policy(cluster: Arc<CitusCluster>, error: &Error, cc: Arc<ClusterContext>) -> Action {
-    let delay = cc.ctx.backoff(&ObjectRef::from_obj(&*cluster));
-    tracing::warn!(
-        cluster = %cluster.name_any(),
-        namespace = %cluster.namespace().unwrap_or_default(),
-        %error,
-        retry_in = ?delay,
-        "CitusCluster reconcile failed"
-    );
-    Action::requeue(delay)
+    cc.ctx.retry_after_failure(&*cluster, error)
 }
 
 /// The superuser credentials: a named Secret, or the generated one (created when missing).

@@ -1,12 +1,11 @@
 //! Worker slots from what Kubernetes shows (pure): one per StatefulSet ordinal that has a pod,
 //! should have one, or is registered with Citus.
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::membership::WorkerSlot;
-use super::naming::{ordinal, pod_host, ClusterNames, POSTGRES_PORT, WORKER_ROLE};
+use super::naming::{ordinal, pod_host, ClusterNames, WORKER_ROLE};
 use crate::sql::cluster::ClusterCatalog;
 
 /// Whether the pod is Ready and not on its way out.
@@ -76,29 +75,6 @@ pub fn slots(view: &SetView, catalog: Option<&ClusterCatalog>) -> Vec<WorkerSlot
         .collect()
 }
 
-/// The managed worker StatefulSet's view.
-pub fn managed_view<'a>(
-    names: &'a ClusterNames,
-    statefulset: &'a str,
-    service: &'a str,
-    existing: Option<&StatefulSet>,
-    pods: &'a [&'a Pod],
-    desired: i32,
-) -> SetView<'a> {
-    SetView {
-        statefulset,
-        service,
-        namespace: &names.namespace,
-        domain: &names.domain,
-        port: POSTGRES_PORT,
-        replicas: existing
-            .and_then(|s| s.spec.as_ref())
-            .and_then(|s| s.replicas),
-        pods,
-        desired: Some(desired),
-    }
-}
-
 /// The name of the worker role's StatefulSet and Service for `names`.
 pub fn managed_names(names: &ClusterNames) -> (String, String) {
     (
@@ -139,8 +115,14 @@ mod tests {
             ..ClusterCatalog::default()
         };
         let view = SetView {
+            statefulset: &sts,
+            service: &svc,
+            namespace: &names.namespace,
+            domain: &names.domain,
+            port: 5432,
             replicas: Some(2),
-            ..managed_view(&names, &sts, &svc, None, &refs, 1)
+            pods: &refs,
+            desired: Some(1),
         };
         let slots = slots(&view, Some(&catalog));
         assert_eq!(slots.len(), 4, "ordinal 3 is registered");

@@ -165,15 +165,7 @@ async fn reconcile(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action, E
 }
 
 fn error_policy(ms: Arc<Microservice>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&ObjectRef::from_obj(&*ms));
-    tracing::warn!(
-        microservice = %ms.name_any(),
-        namespace = %ms.namespace().unwrap_or_default(),
-        %error,
-        retry_in = ?delay,
-        "Microservice reconcile failed"
-    );
-    Action::requeue(delay)
+    ctx.retry_after_failure(&*ms, error)
 }
 
 /// The pipeline for a live Microservice.

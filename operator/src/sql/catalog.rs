@@ -1,6 +1,6 @@
 //! The one catalog read a reconcile plans from.
 
-use tokio_postgres::{Client, IsolationLevel};
+use tokio_postgres::Client;
 
 /// A role as the catalog shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -110,12 +110,7 @@ SELECT nodename || ':' || nodeport AS node, sum(shard_size)::bigint AS size
 
 /// Reads the state of `role` and `schema` in one read-only, repeatable-read snapshot.
 pub async fn read(client: &mut Client, role: &str, schema: &str) -> Result<Catalog, CatalogError> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = super::snapshot(client).await?;
     let base = tx.query_one(BASE_QUERY, &[]).await?;
     if !base.get::<_, bool>("standard_strings") {
         return Err(CatalogError::NonStandardStrings);

@@ -2,7 +2,7 @@
 //! holds, the latest rebalance job, and pending cleanups, read in one snapshot.
 
 use k8s_openapi::jiff::Timestamp;
-use tokio_postgres::{Client, IsolationLevel};
+use tokio_postgres::Client;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClusterCatalog {
@@ -164,12 +164,7 @@ fn timestamp(value: Option<std::time::SystemTime>) -> Option<Timestamp> {
 
 /// Reads the cluster's state in one read-only, repeatable-read snapshot.
 pub async fn read(client: &mut Client) -> Result<ClusterCatalog, tokio_postgres::Error> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = super::snapshot(client).await?;
     let row = tx.query_one(VERSION_QUERY, &[]).await?;
     let mut catalog = ClusterCatalog {
         server_version: row.get(0),

@@ -34,3 +34,15 @@ pub fn error_message(error: &tokio_postgres::Error) -> String {
         None => error.to_string(),
     }
 }
+
+/// A read-only, repeatable-read transaction: every query of a catalog read sees one snapshot.
+pub(crate) async fn snapshot(
+    client: &mut tokio_postgres::Client,
+) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+}

@@ -494,6 +494,11 @@ pub fn plan(input: &Inputs) -> Plan {
     if !changed {
         return plan;
     }
+    if catalog.nodes.iter().all(|n| n.placements == 0) {
+        // Nothing to move (a new cluster): the new members are balanced as they are.
+        plan.adopt_balanced = Some(plan.members.clone());
+        return plan;
+    }
     if !pending.is_empty() {
         // Bursts of scale events coalesce: shards move once every wanted worker is in.
         plan.phase = Phase::WaitingForWorkers { pending };

@@ -705,3 +705,16 @@ fn a_job_that_just_finished_counts_as_balanced() {
     assert!(plan.steps.is_empty(), "{:?}", plan.steps);
     assert_eq!(plan.phase, Phase::Balanced);
 }
+
+#[test]
+fn workers_joining_a_cluster_without_shards_need_no_rebalance() {
+    let world = World::managed(2)
+        .pod(0, true)
+        .pod(1, true)
+        .registered(0, 0, true)
+        .balanced(&[0]);
+    let plan = world.plan();
+    assert_eq!(plan.steps, vec![add(1)]);
+    assert!(plan.job.is_none());
+    assert_eq!(plan.adopt_balanced, Some(vec![address(0), address(1)]));
+}

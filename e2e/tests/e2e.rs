@@ -92,6 +92,10 @@ async fn tessera_end_to_end() -> Result<()> {
             "a coordinator run by the pod runner behind its DNS name, and a service on it",
             Box::pin(pod_runner_database(&env)),
         ),
+        (
+            "objects Tessera does not own are left alone, and every failure reaches the status",
+            Box::pin(scenarios::safety::no_takeovers(&env)),
+        ),
     ];
     // Citus runs where it is installed; otherwise the scenario is reported as skipped, not passed.
     let mut skipped = 0;
@@ -768,6 +772,53 @@ async fn unreachable_database(env: &Env) -> Result<()> {
     wait_condition(env, ns, "orders", "Ready", "True", None).await?;
     let (has_role, has_schema, _) = role_and_schema(&pg, "orders").await?;
     ensure!(has_role && has_schema);
+
+    // The coordinator goes down again: an image change still rolls out, from the Secret already
+    // written, while the status says the database side is unreachable.
+    pg.stop();
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
+    let digest_before = deployments
+        .get("orders")
+        .await?
+        .spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.annotations)
+        .and_then(|a| a.get("tessera.dev/secret-digest").cloned());
+    let image = json!({"spec": {"image": "example/orders:2"}});
+    api.patch("orders", &PatchParams::default(), &Patch::Merge(&image))
+        .await?;
+    wait_condition(
+        env,
+        ns,
+        "orders",
+        "DatabaseReady",
+        "False",
+        Some("DatabaseUnreachable"),
+    )
+    .await?;
+    let rolled = wait_until(
+        "the new image rolls out during the outage",
+        WAIT,
+        || async {
+            let deployment = deployments.get("orders").await?;
+            let spec = deployment.spec.clone().unwrap_or_default();
+            let image = spec
+                .template
+                .spec
+                .and_then(|p| p.containers.first().and_then(|c| c.image.clone()));
+            Ok((image.as_deref() == Some("example/orders:2")).then_some(spec.template.metadata))
+        },
+    )
+    .await?;
+    let digest_after = rolled
+        .and_then(|m| m.annotations)
+        .and_then(|a| a.get("tessera.dev/secret-digest").cloned());
+    ensure!(
+        digest_before.is_some() && digest_before == digest_after,
+        "the Secret (and so the digest) is left as it was: {digest_before:?} → {digest_after:?}"
+    );
+    pg.restart()?;
+    wait_condition(env, ns, "orders", "Ready", "True", None).await?;
 
     // The database goes away for good: deletion waits and says how to let go.
     pg.stop();

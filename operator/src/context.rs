@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -23,6 +23,9 @@ pub struct Settings {
     pub cluster_domain: String,
     /// How often a CitusCluster is looked at while a rebalance or drain runs.
     pub job_poll_interval: Duration,
+    /// Statement and lock timeouts of every database session, and the deadline of a
+    /// reconcile's database work.
+    pub limits: crate::sql::SessionLimits,
 }
 
 impl Default for Settings {
@@ -34,20 +37,24 @@ impl Default for Settings {
             backoff_max: Duration::from_secs(300),
             cluster_domain: "cluster.local".to_string(),
             job_poll_interval: Duration::from_secs(3),
+            limits: crate::sql::SessionLimits::default(),
         }
     }
 }
 
 pub struct Context {
     pub client: kube::Client,
+    /// Server-side applies sent, so one that would change nothing is not sent again.
+    pub applied: crate::ssa::Applied,
     events: crate::events::Publisher,
     pub settings: Settings,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<String, Failures>>,
 }
 
 impl Context {
     pub fn new(client: kube::Client, settings: Settings) -> Self {
         Self {
+            applied: crate::ssa::Applied::default(),
             events: crate::events::Publisher::new(
                 client.clone(),
                 "tessera",
@@ -80,19 +87,26 @@ impl Context {
     }
 
     /// The delay before retrying `object` after another failure: base × 2^(failures−1), capped,
-    /// with up to 10% jitter so that many failing objects do not retry in lockstep.
+    /// with up to 10% jitter so that many failing objects do not retry in lockstep. A failure
+    /// while a retry is already scheduled (a reconcile that an event started meanwhile) does not
+    /// count again: the retry keeps its time, so a burst of events cannot push it out.
     pub fn backoff<K: Resource<DynamicType = ()>>(&self, object: &ObjectRef<K>) -> Duration {
-        let key = object.to_string();
-        let failures = {
-            let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-            let count = map.entry(key).or_insert(0);
-            *count = count.saturating_add(1);
-            *count
-        };
-        let delay = backoff_delay(&self.settings, failures);
+        let now = Instant::now();
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let failures = map.entry(object.to_string()).or_insert(Failures {
+            count: 0,
+            retry_at: now,
+        });
+        if failures.count > 0 && now < failures.retry_at {
+            return failures.retry_at - now;
+        }
+        failures.count = failures.count.saturating_add(1);
+        let delay = backoff_delay(&self.settings, failures.count);
         let jitter_ms =
             u64::from(jitter_byte()) * delay.as_millis().min(u128::from(u64::MAX)) as u64 / 2550;
-        delay + Duration::from_millis(jitter_ms)
+        let delay = delay + Duration::from_millis(jitter_ms);
+        failures.retry_at = now + delay;
+        delay
     }
 
     /// The controllers' error policy: log the failure and retry `object` after its backoff.
@@ -119,6 +133,12 @@ impl Context {
     }
 }
 
+/// Failures of one object in a row, and when its retry is due.
+struct Failures {
+    count: u32,
+    retry_at: Instant,
+}
+
 /// base × 2^(failures−1), capped at the maximum.
 pub fn backoff_delay(settings: &Settings, failures: u32) -> Duration {
     let exponent = failures.saturating_sub(1).min(20);
@@ -137,6 +157,24 @@ fn jitter_byte() -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn failures_while_a_retry_is_scheduled_do_not_push_it_out() {
+        let client = kube::Client::try_from(kube::Config::new(
+            "http://127.0.0.1:9".parse().expect("url"),
+        ))
+        .expect("client");
+        let ctx = Context::new(client, Settings::default());
+        let object = ObjectRef::<k8s_openapi::api::core::v1::Secret>::new("s").within("ns");
+        let first = ctx.backoff(&object);
+        assert!(first >= Duration::from_secs(2) && first <= Duration::from_millis(2200));
+        // Events start more reconciles that fail at once: the retry stays where it was.
+        for _ in 0..5 {
+            assert!(ctx.backoff(&object) <= first);
+        }
+        ctx.reset_backoff(&object);
+        assert!(ctx.backoff(&object) <= Duration::from_millis(2200));
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

@@ -41,6 +41,32 @@ pub enum ApplyError {
     },
 }
 
+/// Whether `existing` is controlled by the object with uid `owner_uid`.
+pub fn check_owner<K>(existing: &K, owner_uid: &str) -> Result<(), ApplyError>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let kind = K::kind(&()).to_string();
+    let name = existing.meta().name.clone().unwrap_or_default();
+    let controller = existing
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true));
+    match controller {
+        Some(owner) if owner.uid == owner_uid => Ok(()),
+        Some(owner) => Err(ApplyError::NotOwned {
+            kind,
+            name,
+            holder: format!("controlled by {} {}", owner.kind, owner.name),
+        }),
+        None => Err(ApplyError::NotOwned {
+            kind,
+            name,
+            holder: "not created by Tessera: it has no controller".to_string(),
+        }),
+    }
+}
+
 /// What Tessera last applied, per object.
 #[derive(Default)]
 pub struct Applied {
@@ -74,27 +100,7 @@ impl Applied {
         let kind = K::kind(&()).to_string();
         let name = desired.name_any();
         if let Some(existing) = cached {
-            let controller = existing
-                .owner_references()
-                .iter()
-                .find(|o| o.controller == Some(true));
-            match controller {
-                Some(owner) if owner.uid == owner_uid => {}
-                Some(owner) => {
-                    return Err(ApplyError::NotOwned {
-                        kind,
-                        name,
-                        holder: format!("controlled by {} {}", owner.kind, owner.name),
-                    })
-                }
-                None => {
-                    return Err(ApplyError::NotOwned {
-                        kind,
-                        name,
-                        holder: "it has no controller".to_string(),
-                    })
-                }
-            }
+            check_owner(existing, owner_uid)?;
         }
         let body = serde_json::to_vec(desired).map_err(|source| ApplyError::Serialize {
             kind: kind.clone(),

@@ -157,3 +157,51 @@ async fn drop_policy_cleans_coordinator_and_workers() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_schema_citus_would_refuse_is_not_distributed_and_the_reason_is_named() {
+    let Some(cluster) =
+        start_citus("a_schema_citus_would_refuse_is_not_distributed_and_the_reason_is_named").await
+    else {
+        return;
+    };
+    let config = admin_config(&cluster.coordinator);
+    // A local schema whose table references a table in another schema ...
+    let local = sql::Desired {
+        distribute: false,
+        ..desired("orders", "uid-1")
+    };
+    provision(&config, &local).await.expect("provision");
+    let admin = admin(&cluster.coordinator).await;
+    admin
+        .batch_execute(
+            "CREATE SCHEMA billing;
+             CREATE TABLE billing.accounts (id int primary key);
+             CREATE TABLE orders.items (id int primary key, account int
+                 CONSTRAINT items_account_fk REFERENCES billing.accounts (id))",
+        )
+        .await
+        .expect("cross-schema foreign key");
+    // ... is then asked to be distributed: Citus would refuse; Tessera does not try.
+    let distribute = sql::Desired {
+        distribute: true,
+        ..from_secret(&local)
+    };
+    let result = provision(&config, &distribute).await.expect("provision");
+    assert!(result.applied.is_empty(), "{:?}", result.applied);
+    let blockers = &result.catalog.distribution_blockers;
+    assert!(
+        blockers.iter().any(|b| b.contains("items_account_fk")
+            && b.contains("orders.items")
+            && b.contains("billing.accounts")),
+        "{blockers:?}"
+    );
+    // Once the foreign key goes, the schema is distributed.
+    admin
+        .batch_execute("ALTER TABLE orders.items DROP CONSTRAINT items_account_fk")
+        .await
+        .expect("drop the foreign key");
+    let result = provision(&config, &distribute).await.expect("provision");
+    let names: Vec<String> = result.applied.iter().map(|s| format!("{s:?}")).collect();
+    assert_eq!(names, ["DistributeSchema(orders)"]);
+}

@@ -384,3 +384,72 @@ async fn passwords_travel_only_as_verifiers() {
         "the password never reaches the server log"
     );
 }
+
+#[tokio::test]
+async fn a_step_waiting_for_a_lock_gives_up_and_is_retried_not_stalled() {
+    let pg = start_postgres();
+    let mut config = admin_config(&pg);
+    let want = desired("orders", "uid-1");
+    provision(&config, &want).await.expect("provision");
+    // Someone holds the role's row in pg_authid (an ALTER ROLE in an open transaction).
+    let blocker = admin(&pg).await;
+    blocker
+        .batch_execute("BEGIN; ALTER ROLE orders CONNECTION LIMIT 3")
+        .await
+        .expect("hold the role");
+    config.limits.lock_timeout = std::time::Duration::from_millis(500);
+    let limited = sql::Desired {
+        connection_limit: 7,
+        ..from_secret(&want)
+    };
+    let started = std::time::Instant::now();
+    let error = provision(&config, &limited)
+        .await
+        .expect_err("the lock is held");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "gave up after the lock timeout, not the statement timeout: {:?}",
+        started.elapsed()
+    );
+    match &error {
+        DatabaseError::Apply(apply) => {
+            assert_eq!(apply.code.as_deref(), Some("55P03"), "{error}");
+            assert!(apply.message.contains("lock timeout"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !error.needs_attention(),
+        "a lock wait is retried, not stalled"
+    );
+
+    // The whole of a reconcile's database work ends at its deadline, whatever the statement.
+    config.limits.lock_timeout = std::time::Duration::from_secs(60);
+    config.limits.deadline = std::time::Duration::from_millis(800);
+    let error = provision(&config, &limited).await.expect_err("still held");
+    assert!(matches!(error, DatabaseError::Timeout(_)), "{error:?}");
+    assert!(!error.needs_attention());
+    blocker.batch_execute("ROLLBACK").await.expect("release");
+    config.limits = Default::default();
+    let done = provision(&config, &limited).await.expect("converges");
+    assert_eq!(step_names(&done.applied), ["AlterRoleAttributes"]);
+}
+
+#[tokio::test]
+async fn every_session_has_its_timeouts() {
+    let pg = start_postgres();
+    let config = admin_config(&pg);
+    let client = sql::connect(&config).await.expect("connect");
+    let setting = |name: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(&format!("SHOW {name}"), &[])
+                .await
+                .expect("show")
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(setting("statement_timeout").await, "30s");
+    assert_eq!(setting("lock_timeout").await, "5s");
+}

@@ -82,18 +82,24 @@ impl Driver {
         let now = Timestamp::now();
         let previous = self.status.clone();
         let rebalance = self.rebalance.clone();
-        let round = database::round(&mut client, Some(&self.superuser), true, |catalog| {
-            membership::plan(&Inputs {
-                topology: Topology::Managed { desired },
-                coordinator: (&coordinator.0, coordinator.1),
-                slots: &slots,
-                catalog,
-                rebalance: &rebalance,
-                previous: &previous,
-                request: None,
-                now,
-            })
-        })
+        let round = database::round(
+            &mut client,
+            Some(&self.superuser),
+            true,
+            Duration::from_secs(300),
+            |catalog| {
+                membership::plan(&Inputs {
+                    topology: Topology::Managed { desired },
+                    coordinator: (&coordinator.0, coordinator.1),
+                    slots: &slots,
+                    catalog,
+                    rebalance: &rebalance,
+                    previous: &previous,
+                    request: None,
+                    now,
+                })
+            },
+        )
         .await
         .expect("database round");
         let outcome = status::compute(&Observation {

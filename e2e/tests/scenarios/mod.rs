@@ -3,3 +3,4 @@
 pub mod citus_nodes;
 pub mod external_workers;
 pub mod placement;
+pub mod safety;

@@ -34,6 +34,15 @@ struct Args {
     /// The cluster's DNS domain, for the stable names of managed clusters' pods and Services.
     #[arg(long, env = "TESSERA_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+    /// Seconds a statement of the operator may run (steps that move or drop data: 600).
+    #[arg(long, env = "TESSERA_STATEMENT_TIMEOUT", default_value_t = 30)]
+    statement_timeout: u64,
+    /// Seconds a statement of the operator may wait for a lock.
+    #[arg(long, env = "TESSERA_LOCK_TIMEOUT", default_value_t = 5)]
+    lock_timeout: u64,
+    /// Seconds a reconcile's database work may take in all before it is abandoned and retried.
+    #[arg(long, env = "TESSERA_DATABASE_DEADLINE", default_value_t = 900)]
+    database_deadline: u64,
 }
 
 #[tokio::main]
@@ -79,6 +88,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         connect_timeout: Duration::from_secs(args.connect_timeout),
         resync_interval: Duration::from_secs(args.resync_interval),
         cluster_domain: args.cluster_domain.clone(),
+        limits: tessera::sql::SessionLimits {
+            statement_timeout: Duration::from_secs(args.statement_timeout),
+            lock_timeout: Duration::from_secs(args.lock_timeout),
+            deadline: Duration::from_secs(args.database_deadline),
+        },
         ..Settings::default()
     };
     let ctx = Arc::new(Context::new(client, settings));

@@ -139,6 +139,7 @@ pub fn connection_config(
         user,
         password,
         connect_timeout: settings.connect_timeout,
+        limits: settings.limits,
     })
 }
 

@@ -21,6 +21,8 @@ pub enum DatabaseError {
     Step(#[from] StepError),
     #[error("the preflight checks could not run: {0}")]
     Preflight(#[source] tokio_postgres::Error),
+    #[error("the database work did not finish within {0:?}; it is retried")]
+    Timeout(std::time::Duration),
 }
 
 impl DatabaseError {
@@ -33,6 +35,7 @@ impl DatabaseError {
             DatabaseError::Bootstrap { .. } => "NodeSetupFailed",
             DatabaseError::Step(_) => "MembershipChangeFailed",
             DatabaseError::Preflight(_) => "PreflightFailed",
+            DatabaseError::Timeout(_) => "DatabaseTimeout",
         }
     }
 
@@ -174,9 +177,24 @@ pub struct Round {
 }
 
 /// Reads the catalog (preparing a managed coordinator), plans from it with `plan_for`, carries
-/// the plan out, and reads the catalog again when anything changed. `superuser` is given for
-/// managed clusters.
+/// the plan out, and reads the catalog again when anything changed, all within `deadline`.
+/// `superuser` is given for managed clusters.
 pub async fn round(
+    client: &mut Client,
+    superuser: Option<&ConnectionConfig>,
+    needs_logical: bool,
+    deadline: std::time::Duration,
+    plan_for: impl FnOnce(&ClusterCatalog) -> Plan,
+) -> Result<Round, DatabaseError> {
+    tokio::time::timeout(
+        deadline,
+        round_now(client, superuser, needs_logical, plan_for),
+    )
+    .await
+    .unwrap_or(Err(DatabaseError::Timeout(deadline)))
+}
+
+async fn round_now(
     client: &mut Client,
     superuser: Option<&ConnectionConfig>,
     needs_logical: bool,

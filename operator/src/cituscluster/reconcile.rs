@@ -32,7 +32,7 @@ use crate::context::Context;
 use crate::crd::cituscluster::{CitusCluster, CitusClusterStatus};
 use crate::microservice::password::{self, RandomError};
 use crate::sql::ConnectError;
-use crate::ssa::{self, ApplyError};
+use crate::ssa::ApplyError;
 
 pub const STATUS_MANAGER: &str = "tessera-status";
 /// Set to a new value to ask for a rebalance (any policy).
@@ -93,7 +93,6 @@ pub struct ClusterContext {
     statefulsets: Store<StatefulSet>,
     services: Store<Service>,
     config_maps: Store<ConfigMap>,
-    applied: ssa::Applied,
 }
 
 fn api<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
@@ -153,7 +152,6 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         statefulsets,
         services,
         config_maps,
-        applied: ssa::Applied::default(),
     });
     controller
         .owns_stream(service_events)
@@ -226,6 +224,15 @@ async fn reconcile(cluster: Arc<CitusCluster>, cc: Arc<ClusterContext>) -> Resul
 }
 
 fn error_policy(cluster: Arc<CitusCluster>, error: &Error, cc: Arc<ClusterContext>) -> Action {
+    // An unreachable coordinator is probed on a short fixed interval: its return flips
+    // CoordinatorReady, which wakes the cluster's Microservices whatever their own backoff.
+    if matches!(
+        error,
+        Error::Database(DatabaseError::Connect(ConnectError::Unreachable { .. }))
+    ) {
+        tracing::info!(cluster = %cluster.name_any(), %error, "coordinator unreachable; probing again in 10 s");
+        return Action::requeue(Duration::from_secs(10));
+    }
     cc.ctx.retry_after_failure(&*cluster, error)
 }
 
@@ -301,7 +308,8 @@ async fn reconcile_valid(
     if let Kind::Managed(managed) = effective.kind {
         let pg = build::postgres_config(&managed.postgresql.parameters);
         let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-        cc.applied
+        cc.ctx
+            .applied
             .apply(
                 &config_maps,
                 &build::config_map(cluster, names, &pg),
@@ -316,14 +324,16 @@ async fn reconcile_valid(
             build::client_service(cluster, names),
         ] {
             let existing = cached(&cc.services, ns, &service.name_any());
-            cc.applied
+            cc.ctx
+                .applied
                 .apply(&services, &service, existing.as_deref(), &uid)
                 .await?;
         }
         let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
         let coordinator = build::statefulset(cluster, managed, names, &pg, COORDINATOR_ROLE, 1);
         let existing = cached(&cc.statefulsets, ns, &names.statefulset(COORDINATOR_ROLE));
-        cc.applied
+        cc.ctx
+            .applied
             .apply(&statefulsets, &coordinator, existing.as_deref(), &uid)
             .await?;
         postgres = Some(pg);
@@ -386,7 +396,8 @@ async fn reconcile_valid(
         .rebalance
         .shard_transfer_mode
         .uses_logical_replication();
-    let round = database::round(&mut client, superuser, needs_logical, |catalog| {
+    let deadline = settings.limits.deadline;
+    let round = database::round(&mut client, superuser, needs_logical, deadline, |catalog| {
         let slots: Vec<WorkerSlot> = pods
             .iter()
             .flat_map(|set| {
@@ -496,7 +507,8 @@ async fn apply_workers(
         &names.namespace,
         &names.statefulset(WORKER_ROLE),
     );
-    cc.applied
+    cc.ctx
+        .applied
         .apply(&statefulsets, &desired, existing.as_deref(), uid)
         .await?;
     Ok(())

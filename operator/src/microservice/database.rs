@@ -17,6 +17,8 @@ pub enum DatabaseError {
     Conflict(#[from] Conflict),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error("the database work did not finish within {0:?}; it is retried")]
+    Timeout(std::time::Duration),
 }
 
 impl DatabaseError {
@@ -29,17 +31,23 @@ impl DatabaseError {
             DatabaseError::Catalog(_) => "CatalogReadFailed",
             DatabaseError::Conflict(_) => "Conflict",
             DatabaseError::Apply(_) => "ApplyFailed",
+            DatabaseError::Timeout(_) => "DatabaseTimeout",
         }
     }
 
-    /// Whether retrying alone cannot help: a person has to change something.
+    /// Whether retrying alone cannot help: a person has to change something. A failed step is
+    /// judged by its SQLSTATE.
     pub fn needs_attention(&self) -> bool {
-        matches!(
-            self,
+        match self {
             DatabaseError::Conflict(_)
-                | DatabaseError::Connect(ConnectError::Authentication { .. })
-                | DatabaseError::Catalog(CatalogError::NonStandardStrings)
-        )
+            | DatabaseError::Connect(ConnectError::Authentication { .. })
+            | DatabaseError::Catalog(CatalogError::NonStandardStrings) => true,
+            DatabaseError::Apply(error) => error
+                .code
+                .as_deref()
+                .is_some_and(crate::sql::sqlstate_is_permanent),
+            _ => false,
+        }
     }
 }
 
@@ -50,8 +58,18 @@ pub struct Provisioned {
     pub catalog: Catalog,
 }
 
-/// Brings the role and schema to `desired`.
+/// Brings the role and schema to `desired`, within the session's deadline.
 pub async fn provision(
+    config: &ConnectionConfig,
+    desired: &Desired,
+) -> Result<Provisioned, DatabaseError> {
+    let deadline = config.limits.deadline;
+    tokio::time::timeout(deadline, provision_now(config, desired))
+        .await
+        .unwrap_or(Err(DatabaseError::Timeout(deadline)))
+}
+
+async fn provision_now(
     config: &ConnectionConfig,
     desired: &Desired,
 ) -> Result<Provisioned, DatabaseError> {
@@ -75,6 +93,19 @@ pub async fn provision(
 
 /// Drops or releases the role and schema that `owner` holds; leaves anything else alone.
 pub async fn cleanup(
+    config: &ConnectionConfig,
+    owner: &Owner,
+    role: &str,
+    schema: &str,
+    policy: Cleanup,
+) -> Result<CleanupPlan, DatabaseError> {
+    let deadline = config.limits.deadline;
+    tokio::time::timeout(deadline, cleanup_now(config, owner, role, schema, policy))
+        .await
+        .unwrap_or(Err(DatabaseError::Timeout(deadline)))
+}
+
+async fn cleanup_now(
     config: &ConnectionConfig,
     owner: &Owner,
     role: &str,

@@ -2,7 +2,9 @@
 //! build the Secret, Deployment and Service → apply them → write status.
 
 pub mod build;
+pub mod cleanup;
 pub mod database;
+pub mod objects;
 pub mod password;
 pub mod reconcile;
 pub mod status;

@@ -1,4 +1,11 @@
-//! Reconciles Microservices, and cleans up after them behind a finalizer.
+//! Reconciles Microservices: validate → the cluster and the objects as they are → the database
+//! side → build the Secret, Deployment and Service → apply what changed → status and Events.
+//! Cleanup behind the finalizer is in `cleanup`.
+//!
+//! Every failure reaches the status, each step with its own reason; an object of the same name
+//! that is not this Microservice's is a Conflict and is left alone; and when the database side
+//! fails after the Secret was written, the Deployment and Service are still kept as the spec
+//! says (a coordinator outage does not hold back an image or replica change).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -11,28 +18,30 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::build::{self, ConnectionDetails, MANAGED_BY, MANAGED_BY_LABEL};
-use super::database::{self, DatabaseError};
+use super::cleanup;
+use super::database::{self, DatabaseError, Provisioned};
+use super::objects::{self, Found};
 use super::password::{self, RandomError};
-use super::status::{self, DatabaseOutcome};
+use super::status::{self, DatabaseOutcome, ObjectProblem};
 use super::validate::{validate, Effective, ValidationError};
 use crate::cituscluster::connection::{resolve, ClusterError};
-use crate::conditions::{self, Observed, READY, RECONCILING, STALLED};
+use crate::conditions::{self, Observed, READY};
 use crate::context::Context;
-use crate::crd::microservice::{DeletionPolicy, Microservice, MicroserviceStatus};
+use crate::crd::microservice::{Microservice, MicroserviceStatus};
 use crate::crd::CitusCluster;
-use crate::sql::{Cleanup, ConnectionConfig, Desired, Owner, Step};
+use crate::sql::{ConnectionConfig, Desired, Owner, Step};
+use crate::ssa::ApplyError;
 
 /// Held while the role and schema may need cleaning up.
 pub const FINALIZER: &str = "tessera.dev/database-cleanup";
 /// Set to "true" to let a Microservice go without touching the database (when it is gone).
 pub const SKIP_CLEANUP_ANNOTATION: &str = "tessera.dev/skip-database-cleanup";
-const APPLY_MANAGER: &str = "tessera";
 const STATUS_MANAGER: &str = "tessera-status";
 
 #[derive(Debug, thiserror::Error)]
@@ -45,12 +54,8 @@ pub enum Error {
     Database(#[from] DatabaseError),
     #[error(transparent)]
     Random(#[from] RandomError),
-    #[error("applying {kind} failed: {source}")]
-    Apply {
-        kind: &'static str,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
     #[error("reading {kind} failed: {source}")]
     Read {
         kind: &'static str,
@@ -59,35 +64,75 @@ pub enum Error {
     },
     #[error("writing the status failed: {0}")]
     Status(#[source] kube::Error),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{count} Kubernetes object(s) could not be applied, first: {first}")]
+    Objects { count: usize, first: String },
     #[error("cleanup is blocked: {0}")]
     CleanupBlocked(String),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
+/// What the reconciler reads from watch caches: the objects Tessera labelled as its own.
+pub struct ServiceContext {
+    pub ctx: Arc<Context>,
+    secrets: Store<Secret>,
+    deployments: Store<Deployment>,
+    services: Store<Service>,
+}
+
+fn api<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// Runs the Microservice controller until the process is told to stop.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let client = ctx.client.clone();
-    fn api<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let (secrets, secret_writer) = reflector::store();
+    let secret_events = reflector::reflector(
+        secret_writer,
+        watcher(api::<Secret>(&client, &namespace), owned.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (deployments, deployment_writer) = reflector::store();
+    let deployment_events = reflector::reflector(
+        deployment_writer,
+        watcher(api::<Deployment>(&client, &namespace), owned.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (services, service_writer) = reflector::store();
+    let service_events = reflector::reflector(
+        service_writer,
+        watcher(api::<Service>(&client, &namespace), owned),
+    )
+    .default_backoff()
+    .touched_objects();
     let controller = Controller::new(
         api::<Microservice>(&client, &namespace),
         watcher::Config::default(),
-    )
-    .owns(api::<Deployment>(&client, &namespace), owned.clone())
-    .owns(api::<Secret>(&client, &namespace), owned.clone())
-    .owns(api::<Service>(&client, &namespace), owned);
+    );
     let store = controller.store();
     let seen = std::sync::Mutex::new(HashMap::new());
+    let context = Arc::new(ServiceContext {
+        ctx,
+        secrets,
+        deployments,
+        services,
+    });
     controller
+        .owns_stream(secret_events)
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
         .watches(
             api::<CitusCluster>(&client, &namespace),
             watcher::Config::default(),
@@ -118,7 +163,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             },
         )
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "Microservice reconcile ended with an error");
@@ -127,8 +172,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .await;
 }
 
-/// What a Microservice depends on in its CitusCluster: the spec, whether the coordinator is
-/// ready, the endpoint and credentials, and the end of each rebalance or drain (schemas moved).
+/// What a Microservice depends on in its CitusCluster: the spec, whether it can take services,
+/// the endpoint and credentials, and the end of each rebalance or drain (schemas moved).
 fn cluster_fingerprint(cluster: &CitusCluster) -> u64 {
     use std::hash::{Hash, Hasher};
     let status = cluster.status.clone().unwrap_or_default();
@@ -137,6 +182,12 @@ fn cluster_fingerprint(cluster: &CitusCluster) -> u64 {
     crate::cituscluster::connection::not_ready_for_services(cluster)
         .is_none()
         .hash(&mut hasher);
+    // A coordinator that comes back wakes its services at once, whatever their backoff.
+    conditions::is_true(
+        &status.conditions,
+        crate::cituscluster::status::COORDINATOR_READY,
+    )
+    .hash(&mut hasher);
     status.endpoint.hash(&mut hasher);
     status.superuser_secret.hash(&mut hasher);
     status
@@ -147,13 +198,24 @@ fn cluster_fingerprint(cluster: &CitusCluster) -> u64 {
     hasher.finish()
 }
 
-async fn reconcile(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(ms: Arc<Microservice>, sc: Arc<ServiceContext>) -> Result<Action, Error> {
+    // The caches fill as the controller starts; before that, every object would be read.
+    for ready in [
+        sc.secrets.wait_until_ready().await,
+        sc.deployments.wait_until_ready().await,
+        sc.services.wait_until_ready().await,
+    ] {
+        if ready.is_err() {
+            return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+        }
+    }
+    let ctx = &sc.ctx;
     let namespace = ms.namespace().unwrap_or_default();
     let api: Api<Microservice> = Api::namespaced(ctx.client.clone(), &namespace);
     let result = finalizer(&api, FINALIZER, ms.clone(), |event| async {
         match event {
-            FinalizerEvent::Apply(ms) => apply(ms, ctx.clone()).await,
-            FinalizerEvent::Cleanup(ms) => cleanup(ms, ctx.clone()).await,
+            FinalizerEvent::Apply(ms) => apply(ms, sc.clone()).await,
+            FinalizerEvent::Cleanup(ms) => cleanup::cleanup(ms, sc.ctx.clone()).await,
         }
     })
     .await
@@ -164,53 +226,67 @@ async fn reconcile(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action, E
     result
 }
 
-fn error_policy(ms: Arc<Microservice>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.retry_after_failure(&*ms, error)
+fn error_policy(ms: Arc<Microservice>, error: &Error, sc: Arc<ServiceContext>) -> Action {
+    sc.ctx.retry_after_failure(&*ms, error)
 }
 
-/// The pipeline for a live Microservice.
-async fn apply(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let effective = match validate(&ms) {
-        Ok(effective) => effective,
-        Err(error) => {
-            let message = error.to_string();
-            report_failure(&ms, &ctx, "InvalidSpec", &message, true).await?;
-            return Err(error.into());
-        }
-    };
+/// Why the database side did not get ready this time.
+struct DatabaseFailure {
+    reason: &'static str,
+    message: String,
+    needs_attention: bool,
+    error: Error,
+}
 
-    let (_cluster, connection) = match resolve(
+impl DatabaseFailure {
+    fn cluster(error: ClusterError) -> Self {
+        Self {
+            reason: error.reason(),
+            message: error.to_string(),
+            needs_attention: error.needs_attention(),
+            error: error.into(),
+        }
+    }
+
+    fn database(error: DatabaseError) -> Self {
+        Self {
+            reason: error.reason(),
+            message: error.to_string(),
+            needs_attention: error.needs_attention(),
+            error: error.into(),
+        }
+    }
+}
+
+/// The database side: the cluster, then the role and schema with the Secret's password (or a
+/// new one when there is no Secret yet).
+async fn provision(
+    ctx: &Context,
+    effective: &Effective,
+    password: Option<String>,
+) -> Result<(Provisioned, ConnectionConfig, String), DatabaseFailure> {
+    let (_cluster, connection) = resolve(
         &ctx.client,
         &effective.namespace,
         &effective.cluster,
         &ctx.settings,
     )
     .await
-    {
-        Ok(found) => found,
-        Err(error) => {
-            let message = error.to_string();
-            report_failure(&ms, &ctx, error.reason(), &message, error.needs_attention()).await?;
-            return Err(error.into());
+    .map_err(DatabaseFailure::cluster)?;
+    let (password, password_is_new) = match password {
+        Some(password) => (password, false),
+        None => {
+            let password = password::generate().map_err(|e| DatabaseFailure {
+                reason: "PasswordGenerationFailed",
+                message: e.to_string(),
+                needs_attention: false,
+                error: e.into(),
+            })?;
+            (password, true)
         }
     };
-
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &effective.namespace);
-    let existing_password = secrets
-        .get_opt(&effective.secret_name)
-        .await
-        .map_err(|source| Error::Read {
-            kind: "Secret",
-            source,
-        })?
-        .and_then(|secret| secret_value(&secret, "password"))
-        .filter(|p| !p.is_empty());
-    let (password, password_is_new) = match existing_password {
-        Some(password) => (password, false),
-        None => (password::generate()?, true),
-    };
     let desired = Desired {
-        owner: owner(&effective),
+        owner: owner(effective),
         role: effective.role.clone(),
         schema: effective.schema.clone(),
         connection_limit: effective.connection_limit,
@@ -218,100 +294,201 @@ async fn apply(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action, Error
         password: password.clone(),
         password_is_new,
     };
+    let provisioned = database::provision(&connection, &desired)
+        .await
+        .map_err(DatabaseFailure::database)?;
+    Ok((provisioned, connection, password))
+}
 
-    let provisioned = match database::provision(&connection, &desired).await {
-        Ok(provisioned) => provisioned,
+/// The pipeline for a live Microservice.
+async fn apply(ms: Arc<Microservice>, sc: Arc<ServiceContext>) -> Result<Action, Error> {
+    let ctx = &sc.ctx;
+    let effective = match validate(&ms) {
+        Ok(effective) => effective,
         Err(error) => {
-            let message = error.to_string();
-            report_failure(&ms, &ctx, error.reason(), &message, error.needs_attention()).await?;
-            return Err(error.into());
+            let failure = DatabaseFailure {
+                reason: "InvalidSpec",
+                message: error.to_string(),
+                needs_attention: true,
+                error: error.into(),
+            };
+            return report(&ms, ctx, failure, &[], existing_rollout(&sc, &ms)).await;
         }
     };
-    for step in &provisioned.applied {
-        if let Some((reason, note)) = describe_step(step) {
-            ctx.event(&*ms, false, reason, "Provision", note).await;
+    let ns = effective.namespace.as_str();
+    let uid = effective.uid.as_str();
+    let read = |kind: &'static str| move |source| Error::Read { kind, source };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    let secret = objects::find(&sc.secrets, &secrets, ns, &effective.secret_name, uid)
+        .await
+        .map_err(read("Secret"))?;
+    let deployment = objects::find(&sc.deployments, &deployments, ns, &effective.name, uid)
+        .await
+        .map_err(read("Deployment"))?;
+    let service = objects::find(&sc.services, &services, ns, &effective.name, uid)
+        .await
+        .map_err(read("Service"))?;
+    let mut problems: Vec<ObjectProblem> =
+        [foreign(&secret), foreign(&deployment), foreign(&service)]
+            .into_iter()
+            .flatten()
+            .collect();
+
+    // The Secret's data, when the Secret is this Microservice's.
+    let existing_data = secret.ours().map(secret_data).unwrap_or_default();
+    let existing_password = existing_data
+        .get("password")
+        .filter(|p| !p.is_empty())
+        .cloned();
+    // Someone else's Secret holds someone else's password: the database side waits too, as a
+    // new password would lock out whoever uses it.
+    let database = if secret.is_foreign() {
+        Err(DatabaseFailure {
+            reason: "Conflict",
+            message: problems[0].message.clone(),
+            needs_attention: true,
+            error: Error::Conflict(problems[0].message.clone()),
+        })
+    } else {
+        provision(ctx, &effective, existing_password).await
+    };
+    if let Ok((provisioned, _, _)) = &database {
+        for step in &provisioned.applied {
+            if let Some((reason, note)) = describe_step(step) {
+                ctx.event(&*ms, false, reason, "Provision", note).await;
+            }
         }
     }
 
-    // Build (pure), then apply with server-side apply.
-    let details = ConnectionDetails {
-        host: connection.host.clone(),
-        port: i32::from(connection.port),
-        dbname: connection.dbname.clone(),
-        user: effective.role.clone(),
-        password,
+    // The Secret's content: new from the database side, or as it is while that side is down.
+    let data = match &database {
+        Ok((_, connection, password)) => Some(build::secret_data(&ConnectionDetails {
+            host: connection.host.clone(),
+            port: i32::from(connection.port),
+            dbname: connection.dbname.clone(),
+            user: effective.role.clone(),
+            password: password.clone(),
+        })),
+        Err(_) if !existing_data.is_empty() => Some(existing_data.clone()),
+        Err(_) => None,
     };
-    let data = build::secret_data(&details);
-    let digest = build::secret_digest(&data);
-    let secret = build::secret(&ms, &effective, &data);
-    let deployment = build::deployment(&ms, &effective, &digest);
-    let service = build::service(&ms, &effective);
-
-    let params = PatchParams::apply(APPLY_MANAGER).force();
-    secrets
-        .patch(&effective.secret_name, &params, &Patch::Apply(&secret))
-        .await
-        .map_err(|source| Error::Apply {
-            kind: "Secret",
-            source,
-        })?;
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &effective.namespace);
-    let applied_deployment = deployments
-        .patch(&effective.name, &params, &Patch::Apply(&deployment))
-        .await
-        .map_err(|source| Error::Apply {
-            kind: "Deployment",
-            source,
-        })?;
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &effective.namespace);
-    match &service {
-        Some(service) => {
-            services
-                .patch(&effective.name, &params, &Patch::Apply(service))
+    let mut applied_deployment = None;
+    if let Some(data) = &data {
+        let mut secret_ok = true;
+        if database.is_ok() && !secret.is_foreign() {
+            let desired = build::secret(&ms, &effective, data);
+            if let Err(error) = ctx
+                .applied
+                .apply(&secrets, &desired, secret.ours(), uid)
                 .await
-                .map_err(|source| Error::Apply {
-                    kind: "Service",
-                    source,
-                })?;
+            {
+                problems.push(apply_problem("SecretApplyFailed", &error));
+                secret_ok = false;
+            }
         }
-        None => remove_owned_service(&services, &ms, &effective.name).await?,
+        if secret_ok && !deployment.is_foreign() {
+            let desired = build::deployment(&ms, &effective, &build::secret_digest(data));
+            match ctx
+                .applied
+                .apply(&deployments, &desired, deployment.ours(), uid)
+                .await
+            {
+                Ok(answer) => applied_deployment = answer,
+                Err(error) => problems.push(apply_problem("DeploymentApplyFailed", &error)),
+            }
+        }
+        if !service.is_foreign() {
+            let result = match build::service(&ms, &effective) {
+                Some(desired) => ctx
+                    .applied
+                    .apply(&services, &desired, service.ours(), uid)
+                    .await
+                    .map(|_| ()),
+                None => remove_service(&services, service.ours()).await,
+            };
+            if let Err(error) = result {
+                problems.push(apply_problem("ServiceApplyFailed", &error));
+            }
+        }
     }
+    let rollout = status::rollout(
+        applied_deployment.as_ref().or(deployment.ours()),
+        ms.spec.replicas,
+    );
+    match database {
+        Ok((provisioned, connection, _)) => {
+            let outcome = DatabaseOutcome::Ready {
+                catalog: &provisioned.catalog,
+                endpoint: connection.endpoint(),
+            };
+            let observed = status::conditions(&outcome, effective.distribute, &rollout, &problems);
+            let next = MicroserviceStatus {
+                database: Some(status::database_status(
+                    &provisioned.catalog,
+                    &effective.role,
+                    &effective.schema,
+                    &effective.secret_name,
+                    &format!("{}:{}", connection.host, connection.port),
+                )),
+                replicas: rollout.replicas,
+                ready_replicas: rollout.ready_replicas,
+                ..MicroserviceStatus::default()
+            };
+            let was_ready = ms
+                .status
+                .as_ref()
+                .is_some_and(|s| conditions::is_true(&s.conditions, READY));
+            write_status(&ms, ctx, next, &observed).await?;
+            publish_problems(&ms, ctx, &problems).await;
+            let ready = observed.iter().any(|o| o.type_ == READY && o.status);
+            if ready && !was_ready {
+                ctx.event(
+                    &*ms,
+                    false,
+                    "Ready",
+                    "Reconcile",
+                    "the service is ready".into(),
+                )
+                .await;
+            }
+            match problems.first() {
+                None => Ok(Action::requeue(ctx.settings.resync_interval)),
+                Some(first) => Err(Error::Objects {
+                    count: problems.len(),
+                    first: first.message.clone(),
+                }),
+            }
+        }
+        Err(failure) => report(&ms, ctx, failure, &problems, rollout).await,
+    }
+}
 
-    let rollout = status::rollout(Some(&applied_deployment), ms.spec.replicas);
-    let outcome = DatabaseOutcome::Ready {
-        catalog: &provisioned.catalog,
-        endpoint: connection.endpoint(),
-    };
-    let observed = status::conditions(&outcome, effective.distribute, &rollout);
-    let next = MicroserviceStatus {
-        database: Some(status::database_status(
-            &provisioned.catalog,
-            &effective.role,
-            &effective.schema,
-            &effective.secret_name,
-            &format!("{}:{}", connection.host, connection.port),
-        )),
-        replicas: rollout.replicas,
-        ready_replicas: rollout.ready_replicas,
-        ..MicroserviceStatus::default()
-    };
-    let was_ready = ms
-        .status
-        .as_ref()
-        .is_some_and(|s| conditions::is_true(&s.conditions, READY));
-    write_status(&ms, &ctx, next, &observed).await?;
-    let ready = observed.iter().any(|o| o.type_ == READY && o.status);
-    if ready && !was_ready {
-        ctx.event(
-            &*ms,
-            false,
-            "Ready",
-            "Reconcile",
-            "the service is ready".into(),
-        )
-        .await;
+fn foreign<K>(found: &Found<K>) -> Option<ObjectProblem> {
+    match found {
+        Found::Foreign(error) => Some(ObjectProblem {
+            reason: "Conflict",
+            message: error.to_string(),
+            conflict: true,
+        }),
+        _ => None,
     }
-    Ok(Action::requeue(ctx.settings.resync_interval))
+}
+
+fn apply_problem(reason: &'static str, error: &ApplyError) -> ObjectProblem {
+    ObjectProblem {
+        reason,
+        message: error.to_string(),
+        conflict: matches!(error, ApplyError::NotOwned { .. }),
+    }
+}
+
+async fn publish_problems(ms: &Microservice, ctx: &Context, problems: &[ObjectProblem]) {
+    for problem in problems {
+        ctx.event(ms, true, problem.reason, "Apply", problem.message.clone())
+            .await;
+    }
 }
 
 fn owner(effective: &Effective) -> Owner {
@@ -322,44 +499,37 @@ fn owner(effective: &Effective) -> Owner {
     }
 }
 
-fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+fn secret_data(secret: &Secret) -> BTreeMap<String, String> {
     secret
         .data
         .as_ref()
-        .and_then(|d| d.get(key))
-        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .map(|data| {
+            data.iter()
+                .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.0.clone()).ok()?)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-/// A Service left from when the spec had ports, deleted only if this Microservice owns it.
-async fn remove_owned_service(
-    services: &Api<Service>,
-    ms: &Microservice,
-    name: &str,
-) -> Result<(), Error> {
-    let existing = services.get_opt(name).await.map_err(|source| Error::Read {
-        kind: "Service",
-        source,
-    })?;
-    let uid = ms.metadata.uid.as_deref();
-    let owned = existing.is_some_and(|s| {
-        s.owner_references()
-            .iter()
-            .any(|o| Some(o.uid.as_str()) == uid)
-    });
-    if owned {
-        services
-            .delete(name, &DeleteParams::default())
-            .await
-            .map_err(|source| Error::Apply {
-                kind: "Service",
-                source,
-            })?;
+/// A Service left from when the spec had ports (this Microservice's, or nothing is done).
+async fn remove_service(services: &Api<Service>, ours: Option<&Service>) -> Result<(), ApplyError> {
+    let Some(service) = ours else {
+        return Ok(());
+    };
+    let name = service.name_any();
+    match services.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(ApplyError::Kube {
+            kind: "Service".to_string(),
+            name,
+            source,
+        }),
     }
-    Ok(())
 }
 
 /// The Event for a step that changed the database, if it is worth one.
-fn describe_step(step: &Step) -> Option<(&'static str, String)> {
+pub(super) fn describe_step(step: &Step) -> Option<(&'static str, String)> {
     Some(match step {
         Step::CreateRole { role, .. } => ("RoleCreated", format!("created role {role}")),
         Step::ClaimRole { role, .. } => ("RoleClaimed", format!("took back retained role {role}")),
@@ -417,24 +587,35 @@ fn describe_step(step: &Step) -> Option<(&'static str, String)> {
     })
 }
 
-/// Writes the status and Event for a failure before the controller retries.
-async fn report_failure(
+/// The Deployment as the cache has it, for status when nothing was applied.
+fn existing_rollout(sc: &ServiceContext, ms: &Microservice) -> status::Rollout {
+    let cached = sc
+        .deployments
+        .get(&ObjectRef::new(&ms.name_any()).within(&ms.namespace().unwrap_or_default()));
+    let ours =
+        cached.filter(|d| crate::ssa::check_owner(&**d, &ms.uid().unwrap_or_default()).is_ok());
+    status::rollout(ours.as_deref(), ms.spec.replicas)
+}
+
+/// Writes the status and Events for a database side that did not get ready, and returns the
+/// error the controller retries (or waits) on.
+async fn report(
     ms: &Microservice,
     ctx: &Context,
-    reason: &'static str,
-    message: &str,
-    needs_attention: bool,
-) -> Result<(), Error> {
+    failure: DatabaseFailure,
+    problems: &[ObjectProblem],
+    rollout: status::Rollout,
+) -> Result<Action, Error> {
     let outcome = DatabaseOutcome::Failed {
-        reason,
-        message: message.to_string(),
-        needs_attention,
+        reason: failure.reason,
+        message: failure.message.clone(),
+        needs_attention: failure.needs_attention,
     };
-    let rollout = existing_rollout(ms, ctx).await;
     let observed = status::conditions(
         &outcome,
         ms.spec.database.distributed.unwrap_or(true),
         &rollout,
+        problems,
     );
     // What was known of the database stays: the last successful observation.
     let previous = ms.status.clone().unwrap_or_default();
@@ -445,39 +626,36 @@ async fn report_failure(
         ..MicroserviceStatus::default()
     };
     write_status(ms, ctx, next, &observed).await?;
-    ctx.event(ms, true, reason, "Reconcile", message.to_string())
-        .await;
-    Ok(())
+    ctx.event(
+        ms,
+        true,
+        failure.reason,
+        "Reconcile",
+        failure.message.clone(),
+    )
+    .await;
+    publish_problems(ms, ctx, problems).await;
+    Err(failure.error)
 }
 
-/// The Deployment as it is, for status during failures (it keeps running).
-async fn existing_rollout(ms: &Microservice, ctx: &Context) -> status::Rollout {
-    let namespace = ms.namespace().unwrap_or_default();
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    match deployments.get_opt(&ms.name_any()).await {
-        Ok(found) => status::rollout(found.as_ref(), ms.spec.replicas),
-        Err(_) => status::Rollout::default(),
-    }
-}
-
-async fn write_status(
+/// Writes the status when it differs from what the object has.
+pub(super) async fn write_status(
     ms: &Microservice,
     ctx: &Context,
     mut next: MicroserviceStatus,
     observed: &[Observed],
 ) -> Result<(), Error> {
-    let previous = ms
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
+    let previous = ms.status.clone().unwrap_or_default();
     next.observed_generation = ms.metadata.generation;
     next.conditions = conditions::merge(
-        &previous,
+        &previous.conditions,
         observed,
         ms.metadata.generation,
         &Time(Timestamp::now()),
     );
+    if next == previous {
+        return Ok(());
+    }
     let api: Api<Microservice> =
         Api::namespaced(ctx.client.clone(), &ms.namespace().unwrap_or_default());
     let patch = json!({
@@ -492,156 +670,5 @@ async fn write_status(
     )
     .await
     .map_err(Error::Status)?;
-    Ok(())
-}
-
-/// Cleanup behind the finalizer: drop or release what this Microservice owns.
-async fn cleanup(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let skip = ms
-        .annotations()
-        .get(SKIP_CLEANUP_ANNOTATION)
-        .is_some_and(|v| v == "true");
-    if skip {
-        ctx.event(
-            &*ms,
-            true,
-            "CleanupSkipped",
-            "Cleanup",
-            format!("{SKIP_CLEANUP_ANNOTATION} is set: the role and schema were not touched"),
-        )
-        .await;
-        return Ok(Action::await_change());
-    }
-    // Clean up what was recorded; a spec that never validated created nothing.
-    let recorded = ms.status.as_ref().and_then(|s| s.database.clone());
-    let (role, schema) = match (&recorded, validate(&ms)) {
-        (Some(db), _) => (db.role.clone(), db.schema.clone()),
-        (None, Ok(effective)) => (effective.role, effective.schema),
-        (None, Err(_)) => return Ok(Action::await_change()),
-    };
-    let Some(uid) = ms.metadata.uid.clone() else {
-        return Ok(Action::await_change());
-    };
-    let namespace = ms.namespace().unwrap_or_default();
-    let owner = Owner {
-        uid,
-        namespace: namespace.clone(),
-        name: ms.name_any(),
-    };
-    let policy = match ms.spec.database.deletion_policy {
-        DeletionPolicy::Drop => Cleanup::Drop,
-        DeletionPolicy::Retain => Cleanup::Retain,
-    };
-    let what = format!("role {role:?} and schema {schema:?}");
-    let release_hint = format!(
-        "retrying with backoff; if the database is gone for good, annotate the Microservice with {SKIP_CLEANUP_ANNOTATION}=true to let it go"
-    );
-
-    let connection: ConnectionConfig = match resolve(
-        &ctx.client,
-        &namespace,
-        &ms.spec.database.cluster_ref.name,
-        &ctx.settings,
-    )
-    .await
-    {
-        Ok((_, connection)) => connection,
-        Err(error) if error.is_gone() && policy == Cleanup::Retain => {
-            // Nothing would be destroyed: keeping the role and schema needs no database.
-            ctx.event(
-                &*ms,
-                true,
-                "CleanupSkipped",
-                "Cleanup",
-                format!("{error}; {what} are kept as they are (deletionPolicy Retain)"),
-            )
-            .await;
-            return Ok(Action::await_change());
-        }
-        Err(error) => {
-            let message = format!("cannot drop {what}: {error}; {release_hint}");
-            report_cleanup_blocked(&ms, &ctx, error.reason(), &message).await?;
-            return Err(Error::CleanupBlocked(message));
-        }
-    };
-
-    match database::cleanup(&connection, &owner, &role, &schema, policy).await {
-        Ok(plan) => {
-            for step in &plan.steps {
-                if let Some((reason, note)) = describe_step(step) {
-                    ctx.event(&*ms, false, reason, "Cleanup", note).await;
-                }
-            }
-            if !plan.left_alone.is_empty() {
-                ctx.event(
-                    &*ms,
-                    true,
-                    "LeftAlone",
-                    "Cleanup",
-                    format!("not Tessera's to touch: {}", plan.left_alone.join(", ")),
-                )
-                .await;
-            }
-            Ok(Action::await_change())
-        }
-        Err(error) => {
-            let verb = if policy == Cleanup::Drop {
-                "drop"
-            } else {
-                "release"
-            };
-            let message = format!(
-                "cannot {verb} {what} on {}: {error}; {release_hint}",
-                connection.endpoint()
-            );
-            report_cleanup_blocked(&ms, &ctx, error.reason(), &message).await?;
-            Err(Error::CleanupBlocked(message))
-        }
-    }
-}
-
-async fn report_cleanup_blocked(
-    ms: &Microservice,
-    ctx: &Context,
-    reason: &'static str,
-    message: &str,
-) -> Result<(), Error> {
-    let mut observed: Vec<Observed> = vec![
-        Observed::new(READY, false, "Deleting", message),
-        Observed::new(RECONCILING, true, "CleanupPending", message),
-        Observed::new(STALLED, false, "NotStalled", "cleanup is retried"),
-    ];
-    // Keep the domain conditions as they were, so the picture of the service stays whole.
-    let previous = ms.status.clone().unwrap_or_default();
-    let mut kept: BTreeMap<String, Observed> = BTreeMap::new();
-    for condition in &previous.conditions {
-        let known = [
-            status::DATABASE_READY,
-            status::SCHEMA_DISTRIBUTED,
-            status::AVAILABLE,
-            status::CONFLICT,
-        ];
-        if let Some(type_) = known.iter().find(|t| **t == condition.type_) {
-            kept.insert(
-                condition.type_.clone(),
-                Observed::new(
-                    type_,
-                    condition.status == "True",
-                    &condition.reason,
-                    condition.message.clone(),
-                ),
-            );
-        }
-    }
-    observed.extend(kept.into_values());
-    let next = MicroserviceStatus {
-        database: previous.database,
-        replicas: previous.replicas,
-        ready_replicas: previous.ready_replicas,
-        ..MicroserviceStatus::default()
-    };
-    write_status(ms, ctx, next, &observed).await?;
-    ctx.event(ms, true, reason, "Cleanup", message.to_string())
-        .await;
     Ok(())
 }

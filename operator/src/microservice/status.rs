@@ -110,14 +110,28 @@ pub fn rollout(deployment: Option<&Deployment>, wanted_replicas: i32) -> Rollout
     }
 }
 
-/// Every condition of the Microservice.
+/// A Kubernetes object that could not be applied, or that exists and is someone else's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectProblem {
+    /// `SecretApplyFailed`, `DeploymentApplyFailed`, `ServiceApplyFailed`, or `Conflict`.
+    pub reason: &'static str,
+    pub message: String,
+    /// Someone else's object: only a person can resolve it.
+    pub conflict: bool,
+}
+
+/// Every condition of the Microservice, from the database side, the Kubernetes objects that
+/// could not be applied, and the Deployment's rollout.
 pub fn conditions(
     database: &DatabaseOutcome,
     distribute_requested: bool,
     rollout: &Rollout,
+    objects: &[ObjectProblem],
 ) -> Vec<Observed> {
     let mut out = Vec::new();
-    let (db_ready, stalled) = match database {
+    // (reason, message) of what a person must fix, if anything.
+    let mut stalled: Option<(&str, String)> = None;
+    let db_ready = match database {
         DatabaseOutcome::Ready { catalog, endpoint } => {
             out.push(Observed::new(
                 DATABASE_READY,
@@ -125,14 +139,12 @@ pub fn conditions(
                 "Provisioned",
                 format!("role and schema are ready on {endpoint}"),
             ));
-            out.push(distribution(catalog, distribute_requested));
-            out.push(Observed::new(
-                CONFLICT,
-                false,
-                "NoConflict",
-                "the role and schema are Tessera's",
-            ));
-            (true, None)
+            let distributed = distribution(catalog, distribute_requested);
+            if distributed.reason == "DistributionBlocked" {
+                stalled = Some(("DistributionBlocked", distributed.message.clone()));
+            }
+            out.push(distributed);
+            true
         }
         DatabaseOutcome::Failed {
             reason,
@@ -151,21 +163,39 @@ pub fn conditions(
                 "DatabaseNotReady",
                 "the database side is not ready",
             ));
-            let conflict = *reason == "Conflict";
-            out.push(Observed::new(
-                CONFLICT,
-                conflict,
-                if conflict { "Conflict" } else { "NoConflict" },
-                if conflict {
-                    message.clone()
-                } else {
-                    "no conflict found".to_string()
-                },
-            ));
-            (false, needs_attention.then(|| (*reason, message.clone())))
+            if *needs_attention {
+                stalled = Some((*reason, message.clone()));
+            }
+            false
         }
     };
-    out.push(if rollout.available {
+    let database_conflict = match database {
+        DatabaseOutcome::Failed {
+            reason, message, ..
+        } if *reason == "Conflict" => Some(message.clone()),
+        _ => None,
+    };
+    let object_conflict = objects.iter().find(|p| p.conflict);
+    out.push(match (&database_conflict, object_conflict) {
+        (Some(message), _) => Observed::new(CONFLICT, true, "Conflict", message.clone()),
+        (None, Some(problem)) => Observed::new(CONFLICT, true, "Conflict", problem.message.clone()),
+        (None, None) => Observed::new(
+            CONFLICT,
+            false,
+            "NoConflict",
+            if db_ready {
+                "the role, schema and objects are Tessera's"
+            } else {
+                "no conflict found"
+            },
+        ),
+    });
+    if let (None, Some(problem)) = (&stalled, object_conflict) {
+        stalled = Some((problem.reason, problem.message.clone()));
+    }
+    out.push(if let Some(problem) = objects.first() {
+        Observed::new(AVAILABLE, false, problem.reason, problem.message.clone())
+    } else if rollout.available {
         Observed::new(
             AVAILABLE,
             true,
@@ -194,12 +224,18 @@ pub fn conditions(
             "the Deployment is created once the database side is ready",
         )
     });
-    let ready = db_ready && rollout.available && rollout.complete;
+    let ready = db_ready
+        && objects.is_empty()
+        && stalled.is_none()
+        && rollout.available
+        && rollout.complete;
     let (ready_reason, ready_message) = if ready {
         (
             "Ready",
             "the database side is ready and the Deployment is rolled out".to_string(),
         )
+    } else if let Some((reason, message)) = &stalled {
+        (*reason, message.clone())
     } else if !db_ready {
         match database {
             DatabaseOutcome::Failed {
@@ -207,6 +243,8 @@ pub fn conditions(
             } => (*reason, message.clone()),
             DatabaseOutcome::Ready { .. } => ("DatabaseNotReady", String::new()),
         }
+    } else if let Some(problem) = objects.first() {
+        (problem.reason, problem.message.clone())
     } else {
         (
             "RollingOut",
@@ -233,7 +271,7 @@ pub fn conditions(
         None => {
             let (reason, message) = if ready {
                 ("Reconciled", "nothing to do".to_string())
-            } else if db_ready {
+            } else if db_ready && objects.is_empty() {
                 ("RollingOut", ready_message)
             } else {
                 (
@@ -279,6 +317,23 @@ fn distribution(catalog: &Catalog, requested: bool) -> Observed {
             false,
             "NotRequested",
             "spec.database.distributed is false: the schema stays on the coordinator",
+        ),
+        (Some(version), None) if !catalog.schema_sharding => Observed::new(
+            SCHEMA_DISTRIBUTED,
+            false,
+            "CitusTooOld",
+            format!(
+                "Citus {version} has no schema-based sharding (it came with Citus 12.0): the schema stays on the coordinator and the service runs there"
+            ),
+        ),
+        (Some(_), None) if !catalog.distribution_blockers.is_empty() => Observed::new(
+            SCHEMA_DISTRIBUTED,
+            false,
+            "DistributionBlocked",
+            format!(
+                "Citus cannot distribute the schema until these are changed: {}",
+                catalog.distribution_blockers.join("; ")
+            ),
         ),
         (Some(_), None) => Observed::new(
             SCHEMA_DISTRIBUTED,
@@ -343,7 +398,7 @@ mod condition_tests {
             complete: false,
             ..Rollout::default()
         };
-        let observed = conditions(&db, true, &rolling);
+        let observed = conditions(&db, true, &rolling, &[]);
         assert!(!get(&observed, READY).status);
         assert!(get(&observed, RECONCILING).status);
         assert!(!get(&observed, STALLED).status);
@@ -351,7 +406,7 @@ mod condition_tests {
             complete: true,
             ..rolling
         };
-        let observed = conditions(&db, true, &done);
+        let observed = conditions(&db, true, &done, &[]);
         assert!(get(&observed, READY).status);
         assert!(!get(&observed, RECONCILING).status);
         let distributed = get(&observed, SCHEMA_DISTRIBUTED);
@@ -368,7 +423,7 @@ mod condition_tests {
             message: "role \"svc\" already exists and is not created by Tessera".into(),
             needs_attention: true,
         };
-        let observed = conditions(&db, true, &Rollout::default());
+        let observed = conditions(&db, true, &Rollout::default(), &[]);
         assert!(get(&observed, STALLED).status);
         assert!(!get(&observed, RECONCILING).status);
         assert!(get(&observed, CONFLICT).status);
@@ -383,7 +438,7 @@ mod condition_tests {
             message: "cannot reach c:5432/app".into(),
             needs_attention: false,
         };
-        let observed = conditions(&db, true, &Rollout::default());
+        let observed = conditions(&db, true, &Rollout::default(), &[]);
         assert!(!get(&observed, STALLED).status);
         let reconciling = get(&observed, RECONCILING);
         assert!(reconciling.status);
@@ -402,12 +457,105 @@ mod condition_tests {
             catalog: &catalog,
             endpoint: "c:5432/app".into(),
         };
-        let observed = conditions(&db, true, &Rollout::default());
+        let observed = conditions(&db, true, &Rollout::default(), &[]);
         let distributed = get(&observed, SCHEMA_DISTRIBUTED);
         assert!(!distributed.status);
         assert_eq!(distributed.reason, "CitusNotInstalled");
         let status = database_status(&catalog, "svc", "svc", "svc-db", "c:5432");
         assert_eq!(status.node.as_deref(), Some("c:5432"));
         assert!(!status.distributed);
+    }
+
+    #[test]
+    fn a_service_that_cannot_be_applied_shows_in_available_with_the_servers_words() {
+        let catalog = citus_catalog(Some(4), Some("w1:5432"));
+        let db = DatabaseOutcome::Ready {
+            catalog: &catalog,
+            endpoint: "c:5432/app".into(),
+        };
+        let rollout = Rollout {
+            exists: true,
+            available: true,
+            complete: true,
+            ..Rollout::default()
+        };
+        let problem = ObjectProblem {
+            reason: "ServiceApplyFailed",
+            message: "applying Service \"orders\" failed: Internal error occurred: failed to allocate a serviceIP: range is full".into(),
+            conflict: false,
+        };
+        let observed = conditions(&db, true, &rollout, std::slice::from_ref(&problem));
+        let available = get(&observed, AVAILABLE);
+        assert!(!available.status);
+        assert_eq!(available.reason, "ServiceApplyFailed");
+        assert!(available.message.contains("failed to allocate a serviceIP"));
+        assert!(!get(&observed, READY).status);
+        assert!(get(&observed, RECONCILING).status, "retried, not stalled");
+        assert!(!get(&observed, STALLED).status);
+        assert!(get(&observed, DATABASE_READY).status);
+    }
+
+    #[test]
+    fn an_object_someone_else_owns_is_a_conflict_that_stalls() {
+        let catalog = citus_catalog(Some(4), None);
+        let db = DatabaseOutcome::Ready {
+            catalog: &catalog,
+            endpoint: "c:5432/app".into(),
+        };
+        let problem = ObjectProblem {
+            reason: "Conflict",
+            message: "Deployment \"orders\" exists and is not Tessera's (not created by Tessera: it has no controller); it was left as it is".into(),
+            conflict: true,
+        };
+        let observed = conditions(&db, true, &Rollout::default(), &[problem]);
+        let conflict = get(&observed, CONFLICT);
+        assert!(conflict.status);
+        assert!(conflict.message.contains("Deployment \"orders\""));
+        assert!(get(&observed, STALLED).status);
+        assert!(!get(&observed, RECONCILING).status);
+        assert_eq!(get(&observed, AVAILABLE).reason, "Conflict");
+    }
+
+    #[test]
+    fn citus_before_12_runs_the_service_with_a_local_schema() {
+        let mut catalog = citus_catalog(None, None);
+        catalog.citus_version = Some("11.3-1".into());
+        catalog.schema_sharding = false;
+        let db = DatabaseOutcome::Ready {
+            catalog: &catalog,
+            endpoint: "c:5432/app".into(),
+        };
+        let rollout = Rollout {
+            exists: true,
+            available: true,
+            complete: true,
+            ..Rollout::default()
+        };
+        let observed = conditions(&db, true, &rollout, &[]);
+        let distributed = get(&observed, SCHEMA_DISTRIBUTED);
+        assert_eq!(distributed.reason, "CitusTooOld");
+        assert!(distributed.message.contains("Citus 11.3-1"));
+        assert!(get(&observed, READY).status, "the service runs");
+        assert!(!get(&observed, STALLED).status);
+    }
+
+    #[test]
+    fn a_schema_citus_cannot_distribute_stalls_with_what_is_in_the_way() {
+        let mut catalog = citus_catalog(None, None);
+        catalog.schema_sharding = true;
+        catalog.distribution_blockers = vec!["foreign table orders.remote".into()];
+        let db = DatabaseOutcome::Ready {
+            catalog: &catalog,
+            endpoint: "c:5432/app".into(),
+        };
+        let observed = conditions(&db, true, &Rollout::default(), &[]);
+        let stalled = get(&observed, STALLED);
+        assert!(stalled.status);
+        assert!(stalled.message.contains("foreign table orders.remote"));
+        assert_eq!(
+            get(&observed, SCHEMA_DISTRIBUTED).reason,
+            "DistributionBlocked"
+        );
+        assert!(get(&observed, DATABASE_READY).status);
     }
 }

@@ -156,9 +156,27 @@ pub async fn apply(client: &mut Client, steps: &[Step]) -> Result<(), ApplyError
     Ok(())
 }
 
+/// Steps that move or drop data, and may take longer than the session's statement timeout.
+fn is_long(step: &Step) -> bool {
+    matches!(
+        step,
+        Step::DistributeSchema { .. }
+            | Step::UndistributeSchema { .. }
+            | Step::DropSchema { .. }
+            | Step::DropRole { .. }
+    )
+}
+
 async fn run_step(client: &mut Client, step: &Step) -> Result<(), tokio_postgres::Error> {
     let statements = statements(step);
     let tx = client.transaction().await?;
+    if is_long(step) {
+        tx.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}",
+            super::LONG_STATEMENT_TIMEOUT.as_millis()
+        ))
+        .await?;
+    }
     for statement in &statements {
         if statement.params.is_empty() {
             tx.batch_execute(&statement.sql).await?;

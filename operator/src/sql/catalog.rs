@@ -44,6 +44,11 @@ pub struct Catalog {
     pub role_authinfo: Option<String>,
     pub schema: Option<SchemaState>,
     pub placement: Option<Placement>,
+    /// Citus has schema-based sharding (12.0 and later: `pg_dist_schema` exists).
+    pub schema_sharding: bool,
+    /// What in a schema that is not distributed yet keeps Citus from distributing it (foreign
+    /// tables, inheritance, partitions or foreign keys across schemas, distributed tables).
+    pub distribution_blockers: Vec<String>,
 }
 
 impl Catalog {
@@ -93,6 +98,40 @@ SELECT pg_get_userbyid(n.nspowner)::text AS owner,
 
 const DIST_SCHEMA_QUERY: &str =
     "SELECT colocationid::bigint FROM pg_dist_schema WHERE schemaid = $1::oid";
+
+/// The preconditions of `citus_schema_distribute` (Citus 13's schema_based_sharding.c), as
+/// objects that break them. Reference tables may be referenced from a distributed schema.
+const DISTRIBUTION_BLOCKERS_QUERY: &str = "
+SELECT format('foreign table %s', c.oid::regclass)
+  FROM pg_class c WHERE c.relnamespace = $1::oid AND c.relkind = 'f'
+UNION ALL
+SELECT format('%s inherits from %s', child.oid::regclass, parent.oid::regclass)
+  FROM pg_inherits i
+  JOIN pg_class child ON child.oid = i.inhrelid
+  JOIN pg_class parent ON parent.oid = i.inhparent
+ WHERE (child.relnamespace = $1::oid OR parent.relnamespace = $1::oid)
+   AND (parent.relkind <> 'p' OR child.relnamespace <> parent.relnamespace)
+UNION ALL
+SELECT format('foreign key %I on %s references %s in another schema',
+              con.conname, con.conrelid::regclass, con.confrelid::regclass)
+  FROM pg_constraint con
+  JOIN pg_class src ON src.oid = con.conrelid
+  JOIN pg_class dst ON dst.oid = con.confrelid
+ WHERE con.contype = 'f' AND src.relnamespace = $1::oid AND dst.relnamespace <> $1::oid
+   AND NOT EXISTS (SELECT 1 FROM pg_dist_partition p
+                    WHERE p.logicalrelid = dst.oid AND p.repmodel = 't')
+UNION ALL
+SELECT format('foreign key %I on %s (in another schema) references %s',
+              con.conname, con.conrelid::regclass, con.confrelid::regclass)
+  FROM pg_constraint con
+  JOIN pg_class src ON src.oid = con.conrelid
+  JOIN pg_class dst ON dst.oid = con.confrelid
+ WHERE con.contype = 'f' AND dst.relnamespace = $1::oid AND src.relnamespace <> $1::oid
+UNION ALL
+SELECT format('%s is already distributed', p.logicalrelid::regclass)
+  FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid
+ WHERE c.relnamespace = $1::oid AND NOT (p.partmethod = 'n' AND p.colocationid = 0)
+ ORDER BY 1";
 
 const LOCAL_SIZE_QUERY: &str = "
 SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
@@ -150,6 +189,8 @@ pub async fn read(client: &mut Client, role: &str, schema: &str) -> Result<Catal
         None
     };
 
+    let schema_sharding = citus_version.is_some() && has_dist_schema;
+    let mut distribution_blockers = Vec::new();
     let mut placement = None;
     let schema_state = match tx.query_opt(SCHEMA_QUERY, &[&schema]).await? {
         None => None,
@@ -162,6 +203,14 @@ pub async fn read(client: &mut Client, role: &str, schema: &str) -> Result<Catal
             } else {
                 None
             };
+            if schema_sharding && colocation_id.is_none() {
+                distribution_blockers = tx
+                    .query(DISTRIBUTION_BLOCKERS_QUERY, &[&oid])
+                    .await?
+                    .into_iter()
+                    .map(|r| r.get(0))
+                    .collect();
+            }
             placement = Some(match colocation_id {
                 Some(colocation) => {
                     let colocation = i32::try_from(colocation).unwrap_or(i32::MAX);
@@ -194,5 +243,7 @@ pub async fn read(client: &mut Client, role: &str, schema: &str) -> Result<Catal
         role_authinfo,
         schema: schema_state,
         placement,
+        schema_sharding,
+        distribution_blockers,
     })
 }

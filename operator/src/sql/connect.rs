@@ -12,7 +12,32 @@ pub struct ConnectionConfig {
     pub user: String,
     pub password: String,
     pub connect_timeout: Duration,
+    pub limits: SessionLimits,
 }
+
+/// What every operator session is held to, so no statement hangs a reconcile: the timeouts are
+/// set when the session starts; steps that may take long (distributing a schema with data,
+/// adding a node with much metadata) raise the statement timeout for themselves to
+/// `LONG_STATEMENT_TIMEOUT`. A reconcile's database work as a whole ends at `deadline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
+    pub deadline: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            statement_timeout: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(900),
+        }
+    }
+}
+
+/// The statement timeout of the steps that move or drop data.
+pub const LONG_STATEMENT_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl fmt::Debug for ConnectionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -65,7 +90,12 @@ pub async fn connect(config: &ConnectionConfig) -> Result<tokio_postgres::Client
         .user(&config.user)
         .password(&config.password)
         .application_name("tessera-operator")
-        .connect_timeout(config.connect_timeout);
+        .connect_timeout(config.connect_timeout)
+        .options(format!(
+            "-c statement_timeout={} -c lock_timeout={}",
+            config.limits.statement_timeout.as_millis(),
+            config.limits.lock_timeout.as_millis()
+        ));
     let endpoint = config.endpoint();
     let attempt = tokio::time::timeout(
         config.connect_timeout + Duration::from_secs(1),

@@ -101,6 +101,20 @@ pub async fn apply(client: &Client, steps: &[NodeStep]) -> Result<Applied, StepE
             message: super::error_message(&error),
             code: error.code().map(|c| c.code().to_string()),
         };
+        // Adding a node syncs all metadata to it; removal and cleanup touch every node.
+        let long = matches!(
+            step,
+            NodeStep::AddNode { .. } | NodeStep::RemoveNode { .. } | NodeStep::CleanupOrphans
+        );
+        if long {
+            client
+                .batch_execute(&format!(
+                    "SET statement_timeout = {}",
+                    super::LONG_STATEMENT_TIMEOUT.as_millis()
+                ))
+                .await
+                .map_err(failed)?;
+        }
         match step {
             NodeStep::StartRebalance { .. } => {
                 let row = client.query_one(sql, &params).await.map_err(failed)?;
@@ -112,6 +126,12 @@ pub async fn apply(client: &Client, steps: &[NodeStep]) -> Result<Applied, StepE
             _ => {
                 client.execute(sql, &params).await.map_err(failed)?;
             }
+        }
+        if long {
+            client
+                .batch_execute("RESET statement_timeout")
+                .await
+                .map_err(failed)?;
         }
         applied.steps.push(step.clone());
     }

@@ -19,7 +19,7 @@ pub mod quote;
 pub mod scram;
 
 pub use catalog::Catalog;
-pub use connect::{connect, ConnectError, ConnectionConfig};
+pub use connect::{connect, ConnectError, ConnectionConfig, SessionLimits, LONG_STATEMENT_TIMEOUT};
 pub use ownership::{Claim, Owner};
 pub use plan::{plan_cleanup, plan_provision, Cleanup, CleanupPlan, Conflict, Desired, Step};
 
@@ -45,4 +45,33 @@ pub(crate) async fn snapshot(
         .read_only(true)
         .start()
         .await
+}
+
+/// Whether a failure with SQLSTATE `code` will not go away by retrying: a person must change
+/// something (privileges, objects in the way, an unsupported feature, bad data). Connection
+/// trouble, timeouts, lock waits, conflicts between transactions, resource shortages and
+/// internal errors (Citus's own refusals among them, which Tessera checks for beforehand) are
+/// retried.
+pub fn sqlstate_is_permanent(code: &str) -> bool {
+    const PERMANENT_CLASSES: &[&str] = &["0A", "22", "23", "2B", "42", "44"];
+    PERMANENT_CLASSES
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_split_into_permanent_and_retried() {
+        for permanent in ["42501", "0A000", "2BP01", "23505", "42P01"] {
+            assert!(sqlstate_is_permanent(permanent), "{permanent}");
+        }
+        for transient in [
+            "08006", "57014", "55P03", "40001", "53300", "XX000", "57P01",
+        ] {
+            assert!(!sqlstate_is_permanent(transient), "{transient}");
+        }
+    }
 }

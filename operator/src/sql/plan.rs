@@ -249,12 +249,14 @@ pub fn plan_provision(catalog: &Catalog, desired: &Desired) -> Result<Vec<Step>,
             }
         }
     }
-    if catalog.has_citus() {
+    // Distribution needs schema-based sharding (Citus 12+) and a schema Citus accepts; what
+    // blocks it is reported instead of failing the same way on every retry.
+    if catalog.schema_sharding {
         let distributed = catalog
             .schema
             .as_ref()
             .is_some_and(|s| s.colocation_id.is_some());
-        if desired.distribute && !distributed {
+        if desired.distribute && !distributed && catalog.distribution_blockers.is_empty() {
             steps.push(Step::DistributeSchema {
                 schema: schema.clone(),
             });
@@ -356,4 +358,81 @@ pub fn plan_cleanup(
         }
     }
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::catalog::{RoleState, SchemaState};
+
+    fn owner() -> Owner {
+        Owner {
+            uid: "u-1".into(),
+            namespace: "shop".into(),
+            name: "orders".into(),
+        }
+    }
+
+    fn desired() -> Desired {
+        Desired {
+            owner: owner(),
+            role: "orders".into(),
+            schema: "orders".into(),
+            connection_limit: -1,
+            distribute: true,
+            password: "pw".into(),
+            password_is_new: false,
+        }
+    }
+
+    /// A Citus catalog where role and schema exist, are Tessera's, and the schema is local.
+    fn provisioned(citus: &str, schema_sharding: bool) -> Catalog {
+        Catalog {
+            server_version: "15.10".into(),
+            citus_version: Some(citus.into()),
+            role: Some(RoleState {
+                comment: Some(owner().comment()),
+                can_login: true,
+                connection_limit: -1,
+                settings: vec!["search_path=orders".into()],
+                ..RoleState::default()
+            }),
+            role_authinfo: Some(password_authinfo("pw")),
+            schema: Some(SchemaState {
+                owner: "orders".into(),
+                comment: Some(owner().comment()),
+                colocation_id: None,
+            }),
+            schema_sharding,
+            ..Catalog::default()
+        }
+    }
+
+    #[test]
+    fn a_schema_is_distributed_when_citus_can() {
+        let steps = plan_provision(&provisioned("13.2-1", true), &desired()).expect("plan");
+        assert_eq!(
+            steps,
+            vec![Step::DistributeSchema {
+                schema: "orders".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn citus_before_12_leaves_the_schema_local() {
+        let steps = plan_provision(&provisioned("11.3-1", false), &desired()).expect("plan");
+        assert!(steps.is_empty(), "{steps:?}");
+    }
+
+    #[test]
+    fn what_blocks_distribution_is_not_tried_again_and_again() {
+        let mut catalog = provisioned("13.2-1", true);
+        catalog.distribution_blockers = vec![
+            "foreign key items_fk on orders.items references billing.accounts in another schema"
+                .into(),
+        ];
+        let steps = plan_provision(&catalog, &desired()).expect("plan");
+        assert!(steps.is_empty(), "{steps:?}");
+    }
 }

@@ -21,6 +21,7 @@ pub fn admin_config(pg: &TempPostgres) -> ConnectionConfig {
         user: pg.superuser().into(),
         password: pg.superuser_password().into(),
         connect_timeout: Duration::from_secs(5),
+        limits: Default::default(),
     }
 }
 

@@ -29,6 +29,7 @@ pub async fn provision_role(pg: &TempPostgres, name: &str) -> (String, String) {
         user: pg.superuser().into(),
         password: pg.superuser_password().into(),
         connect_timeout: Duration::from_secs(5),
+        limits: Default::default(),
     };
     let desired = Desired {
         owner: Owner {

@@ -1,0 +1,132 @@
+//! Safe next to what is already there: objects of the same name that Tessera did not create are
+//! a Conflict and stay exactly as they were (no password is read from a foreign Secret, no owner
+//! reference is added, so garbage collection can never take them), and a Kubernetes object that
+//! cannot be applied shows in the status with the API server's words.
+
+use anyhow::{ensure, Context, Result};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::api::PostParams;
+use kube::{Api, ResourceExt};
+use pgtemp::TempPostgres;
+use serde_json::json;
+use tessera::crd::Microservice;
+
+use crate::{cluster, condition, microservice, namespace, role_and_schema, wait_condition, Env};
+
+const NS: &str = "safety";
+
+pub async fn no_takeovers(env: &Env) -> Result<()> {
+    namespace(env, NS).await?;
+    let pg = TempPostgres::start()?;
+    cluster(env, NS, "main", &pg).await?;
+    let api: Api<Microservice> = Api::namespaced(env.client.clone(), NS);
+
+    // A Deployment someone made by hand, with the name a Microservice asks for.
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), NS);
+    let theirs: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "legacy"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "legacy"}},
+            "template": {
+                "metadata": {"labels": {"app": "legacy"}},
+                "spec": {"containers": [{"name": "main", "image": "example/legacy:7"}]},
+            },
+        },
+    }))?;
+    deployments.create(&PostParams::default(), &theirs).await?;
+    api.create(
+        &PostParams::default(),
+        &microservice("legacy", "main", "example/new:1", json!({}))?,
+    )
+    .await?;
+    let ms = wait_condition(env, NS, "legacy", "Conflict", "True", None).await?;
+    let (_, _, message) = condition(&ms, "Conflict").context("Conflict")?;
+    ensure!(message.contains("Deployment \"legacy\""), "{message}");
+    ensure!(condition(&ms, "Stalled").is_some_and(|c| c.0 == "True"));
+    let untouched = deployments.get("legacy").await?;
+    ensure!(
+        untouched.owner_references().is_empty(),
+        "no owner reference was added (garbage collection could delete it)"
+    );
+    let image = untouched
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.first().and_then(|c| c.image.clone()));
+    ensure!(image.as_deref() == Some("example/legacy:7"), "{image:?}");
+
+    // A Secret someone made, with the name of a Microservice's Secret: its password is not read,
+    // and nothing happens on the database.
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NS);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "billing-db"},
+        "stringData": {"password": "someone-elses-password"},
+    }))?;
+    secrets.create(&PostParams::default(), &secret).await?;
+    api.create(
+        &PostParams::default(),
+        &microservice("billing", "main", "example/billing:1", json!({}))?,
+    )
+    .await?;
+    let ms = wait_condition(env, NS, "billing", "Conflict", "True", None).await?;
+    let (_, _, message) = condition(&ms, "Conflict").context("Conflict")?;
+    ensure!(message.contains("Secret \"billing-db\""), "{message}");
+    let (has_role, has_schema, _) = role_and_schema(&pg, "billing").await?;
+    ensure!(
+        !has_role && !has_schema,
+        "nothing was created on the database"
+    );
+    let kept = secrets.get("billing-db").await?;
+    ensure!(kept.owner_references().is_empty());
+    ensure!(
+        crate::secret_text(&kept)
+            .get("password")
+            .map(String::as_str)
+            == Some("someone-elses-password")
+    );
+    ensure!(deployments.get_opt("billing").await?.is_none());
+
+    // A Service that cannot be applied: its node port is taken.
+    let services: Api<Service> = Api::namespaced(env.client.clone(), NS);
+    let holder: Service = serde_json::from_value(json!({
+        "metadata": {"name": "port-holder"},
+        "spec": {"type": "NodePort", "selector": {"app": "none"},
+                 "ports": [{"port": 80, "nodePort": 30777}]},
+    }))?;
+    services.create(&PostParams::default(), &holder).await?;
+    let mut wants_port = microservice("ports", "main", "example/ports:1", json!({}))?;
+    wants_port.spec.service = Some(serde_json::from_value(json!({
+        "type": "NodePort",
+        "ports": [{"name": "http", "port": 80, "nodePort": 30777}],
+    }))?);
+    api.create(&PostParams::default(), &wants_port).await?;
+    let ms = wait_condition(
+        env,
+        NS,
+        "ports",
+        "Available",
+        "False",
+        Some("ServiceApplyFailed"),
+    )
+    .await?;
+    let (_, _, message) = condition(&ms, "Available").context("Available")?;
+    ensure!(
+        message.contains("already allocated"),
+        "the API server's words: {message}"
+    );
+    ensure!(condition(&ms, "DatabaseReady").is_some_and(|c| c.0 == "True"));
+    ensure!(condition(&ms, "Ready").is_some_and(|c| c.0 == "False"));
+    let events = env.state.kubectl_output(&[
+        "get",
+        "events",
+        "-n",
+        NS,
+        "--field-selector",
+        "involvedObject.name=ports",
+    ])?;
+    ensure!(events.contains("ServiceApplyFailed"), "{events}");
+    // The Deployment went out all the same.
+    ensure!(deployments.get_opt("ports").await?.is_some());
+    Ok(())
+}

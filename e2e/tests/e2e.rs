@@ -96,6 +96,10 @@ async fn tessera_end_to_end() -> Result<()> {
             "objects Tessera does not own are left alone, and every failure reaches the status",
             Box::pin(scenarios::safety::no_takeovers(&env)),
         ),
+        (
+            "a Drop stops the service first, and a namespace is deleted even with its database down",
+            Box::pin(scenarios::safety::deleting_without_hanging(&env)),
+        ),
     ];
     // Citus runs where it is installed; otherwise the scenario is reported as skipped, not passed.
     let mut skipped = 0;

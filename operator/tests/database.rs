@@ -453,3 +453,104 @@ async fn every_session_has_its_timeouts() {
     assert_eq!(setting("statement_timeout").await, "30s");
     assert_eq!(setting("lock_timeout").await, "5s");
 }
+
+#[tokio::test]
+async fn drop_never_reaches_outside_the_schema_and_ends_the_roles_sessions() {
+    let pg = start_postgres();
+    let config = admin_config(&pg);
+    let want = desired("orders", "uid-1");
+    provision(&config, &want).await.expect("provision");
+    let service = connect_as(&pg, "orders", &want.password)
+        .await
+        .expect("login");
+    service
+        .batch_execute("CREATE TABLE items (id int primary key)")
+        .await
+        .expect("table");
+    let admin = admin(&pg).await;
+    let drop = || cleanup(&config, &want.owner, "orders", "orders", Cleanup::Drop);
+    let blocked = |error: DatabaseError| match error {
+        DatabaseError::DropBlocked(list) => list,
+        other => panic!("{other:?}"),
+    };
+
+    // A view in another schema reads the service's table: DROP SCHEMA CASCADE would take it.
+    admin
+        .batch_execute(
+            "CREATE SCHEMA reports; CREATE VIEW reports.daily AS SELECT * FROM orders.items",
+        )
+        .await
+        .expect("view");
+    let error = drop().await.expect_err("a view depends on the schema");
+    assert!(error.needs_attention());
+    let list = blocked(error);
+    assert!(
+        list.iter()
+            .any(|b| b == "view reports.daily depends on table orders.items"),
+        "{list:?}"
+    );
+    assert_eq!(
+        role_and_schema_count(&admin, "orders").await,
+        (1, 1),
+        "nothing was dropped"
+    );
+    admin
+        .batch_execute("DROP VIEW reports.daily")
+        .await
+        .expect("drop view");
+
+    // A table the role owns outside its schema: DROP OWNED would take it.
+    admin
+        .batch_execute(
+            "CREATE TABLE public.stray (x int); ALTER TABLE public.stray OWNER TO orders",
+        )
+        .await
+        .expect("stray table");
+    let list = blocked(drop().await.expect_err("the role owns a table elsewhere"));
+    assert!(
+        list.iter()
+            .any(|b| b == "table public.stray is owned by the role outside its schema"),
+        "{list:?}"
+    );
+    admin
+        .batch_execute("DROP TABLE public.stray")
+        .await
+        .expect("drop stray");
+
+    // Objects it owns in another database: DROP ROLE would fail half-way.
+    admin
+        .batch_execute("CREATE DATABASE elsewhere")
+        .await
+        .expect("database");
+    let mut elsewhere = config.clone();
+    elsewhere.dbname = "elsewhere".into();
+    let other = sql::connect(&elsewhere).await.expect("connect elsewhere");
+    other
+        .batch_execute("CREATE TABLE t (x int); ALTER TABLE t OWNER TO orders")
+        .await
+        .expect("owned elsewhere");
+    let list = blocked(drop().await.expect_err("owned in another database"));
+    assert!(
+        list.iter()
+            .any(|b| b == "1 object(s) in database elsewhere are owned by the role"),
+        "{list:?}"
+    );
+    other.batch_execute("DROP TABLE t").await.expect("drop t");
+
+    // Clear: the role may not log in any more, its open session ends, then everything goes.
+    let plan = drop().await.expect("drop");
+    assert_eq!(
+        step_names(&plan.steps),
+        [
+            "DisableLogin",
+            "TerminateSessions",
+            "DropSchema",
+            "DropRole"
+        ]
+    );
+    assert!(
+        service.query_one("SELECT 1", &[]).await.is_err(),
+        "the service's open session was ended"
+    );
+    assert_eq!(role_and_schema_count(&admin, "orders").await, (0, 0));
+}

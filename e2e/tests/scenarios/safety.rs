@@ -130,3 +130,76 @@ pub async fn no_takeovers(env: &Env) -> Result<()> {
     ensure!(deployments.get_opt("ports").await?.is_some());
     Ok(())
 }
+
+/// A Drop stops the service before its data goes; a namespace whose Microservices cannot be
+/// cleaned up (their coordinator is down) is still deleted, and their data stays.
+pub async fn deleting_without_hanging(env: &Env) -> Result<()> {
+    let ns = "doomed";
+    namespace(env, ns).await?;
+    let mut pg = TempPostgres::start()?;
+    cluster(env, ns, "main", &pg).await?;
+    let api: Api<Microservice> = Api::namespaced(env.client.clone(), ns);
+    for name in ["orders", "stock"] {
+        api.create(
+            &PostParams::default(),
+            &microservice(
+                name,
+                "main",
+                "example/app:1",
+                json!({"deletionPolicy": "Drop"}),
+            )?,
+        )
+        .await?;
+    }
+    for name in ["orders", "stock"] {
+        wait_condition(env, ns, name, "Ready", "True", None).await?;
+    }
+
+    // Deleted while the database is up: the service is stopped first, then dropped.
+    api.delete("orders", &kube::api::DeleteParams::default())
+        .await?;
+    crate::gone(&api, "orders").await?;
+    let events = env.state.kubectl_output(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        "involvedObject.name=orders",
+        "--sort-by",
+        ".metadata.creationTimestamp",
+        "-o",
+        "custom-columns=REASON:.reason",
+    ])?;
+    let reasons: Vec<&str> = events.lines().skip(1).map(str::trim).collect();
+    let stopping = reasons.iter().position(|r| *r == "ServiceStopping");
+    let dropped = reasons.iter().position(|r| *r == "SchemaDropped");
+    ensure!(
+        matches!((stopping, dropped), (Some(s), Some(d)) if s < d),
+        "the service stopped before its schema was dropped: {reasons:?}"
+    );
+    ensure!(
+        !role_and_schema(&pg, "orders").await?.0,
+        "orders was dropped"
+    );
+
+    // The coordinator goes away and the namespace is deleted: it must not hang in Terminating.
+    pg.stop();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client.clone());
+    namespaces
+        .delete(ns, &kube::api::DeleteParams::default())
+        .await?;
+    tessera_e2e::harness::wait_until(
+        "the namespace is gone",
+        std::time::Duration::from_secs(120),
+        || async { Ok(namespaces.get_opt(ns).await?.is_none().then_some(())) },
+    )
+    .await?;
+    pg.restart()?;
+    let (has_role, has_schema, _) = role_and_schema(&pg, "stock").await?;
+    ensure!(
+        has_role && has_schema,
+        "what could not be dropped is kept, never lost"
+    );
+    Ok(())
+}

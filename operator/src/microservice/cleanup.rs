@@ -1,13 +1,26 @@
 //! Cleanup behind the finalizer: drop or release the role and schema a deleted Microservice
-//! owns, as its deletion policy says.
+//! owns, as its deletion policy says. Only `Ok` ends it (the finalizer is then removed); every
+//! wait is an error, which keeps the finalizer and is retried.
+//!
+//! A Drop stops the service first (its Deployment scaled to zero, its pods waited for, for a
+//! minute at most), then the database side ends the role's sessions and refuses to drop anything
+//! that would reach outside the schema. A Microservice whose namespace is being deleted never
+//! holds the namespace: when its cleanup cannot be done, its role and schema are left as they
+//! are (a Warning says so) and it lets go.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::ResourceExt;
+use kube::{Api, ResourceExt};
+use serde_json::json;
 
-use super::database;
+use super::build::MICROSERVICE_LABEL;
+use super::database::{self, DatabaseError};
 use super::reconcile::{describe_step, write_status, Error, SKIP_CLEANUP_ANNOTATION};
 use super::status;
 use super::validate::validate;
@@ -15,9 +28,11 @@ use crate::cituscluster::connection::resolve;
 use crate::conditions::{Observed, READY, RECONCILING, STALLED};
 use crate::context::Context;
 use crate::crd::microservice::{DeletionPolicy, Microservice, MicroserviceStatus};
-use crate::sql::{Cleanup, ConnectionConfig, Owner};
+use crate::sql::{Cleanup, Owner};
 
-/// Cleanup behind the finalizer: drop or release what this Microservice owns.
+/// How long a Drop waits for the service's pods to go before it ends their sessions anyway.
+const STOP_GRACE: Duration = Duration::from_secs(60);
+
 pub async fn cleanup(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action, Error> {
     let skip = ms
         .annotations()
@@ -59,7 +74,7 @@ pub async fn cleanup(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action,
         "retrying with backoff; if the database is gone for good, annotate the Microservice with {SKIP_CLEANUP_ANNOTATION}=true to let it go"
     );
 
-    let connection: ConnectionConfig = match resolve(
+    let connection = match resolve(
         &ctx.client,
         &namespace,
         &ms.spec.database.cluster_ref.name,
@@ -81,11 +96,23 @@ pub async fn cleanup(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action,
             return Ok(Action::await_change());
         }
         Err(error) => {
-            let message = format!("cannot drop {what}: {error}; {release_hint}");
-            report_cleanup_blocked(&ms, &ctx, error.reason(), &message).await?;
+            let message = format!("cannot drop {what}: {error}");
+            if namespace_terminating(&ctx, &namespace).await {
+                return let_go(&ms, &ctx, &namespace, &what, &message).await;
+            }
+            let message = format!("{message}; {release_hint}");
+            report_cleanup_blocked(&ms, &ctx, error.reason(), &message, false).await?;
             return Err(Error::CleanupBlocked(message));
         }
     };
+
+    if policy == Cleanup::Drop {
+        if let Some(waiting) = stop_service(&ms, &ctx).await? {
+            report_cleanup_blocked(&ms, &ctx, "StoppingService", &waiting, false).await?;
+            // An error, not a requeue: the finalizer helper takes Ok as "cleaned up".
+            return Err(Error::CleanupBlocked(waiting));
+        }
+    }
 
     match database::cleanup(&connection, &owner, &role, &schema, policy).await {
         Ok(plan) => {
@@ -112,14 +139,110 @@ pub async fn cleanup(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action,
             } else {
                 "release"
             };
-            let message = format!(
-                "cannot {verb} {what} on {}: {error}; {release_hint}",
-                connection.endpoint()
-            );
-            report_cleanup_blocked(&ms, &ctx, error.reason(), &message).await?;
+            let message = format!("cannot {verb} {what} on {}: {error}", connection.endpoint());
+            if namespace_terminating(&ctx, &namespace).await {
+                return let_go(&ms, &ctx, &namespace, &what, &message).await;
+            }
+            let blocked = matches!(error, DatabaseError::DropBlocked(_));
+            let message = if blocked {
+                format!(
+                    "{message}. Remove or move those objects, or set deletionPolicy to Retain, or annotate the Microservice with {SKIP_CLEANUP_ANNOTATION}=true to keep everything"
+                )
+            } else {
+                format!("{message}; {release_hint}")
+            };
+            report_cleanup_blocked(&ms, &ctx, error.reason(), &message, blocked).await?;
             Err(Error::CleanupBlocked(message))
         }
     }
+}
+
+/// Scales the service's Deployment to zero and waits for its pods. Returns what it waits for,
+/// or `None` once they are gone (or the grace has passed: the database side then ends their
+/// sessions and keeps the role from logging in again).
+async fn stop_service(ms: &Microservice, ctx: &Context) -> Result<Option<String>, Error> {
+    let namespace = ms.namespace().unwrap_or_default();
+    let name = ms.name_any();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let uid = ms.uid().unwrap_or_default();
+    let read = |kind: &'static str| move |source| Error::Read { kind, source };
+    let running = deployments
+        .get_opt(&name)
+        .await
+        .map_err(read("Deployment"))?
+        .filter(|d| crate::ssa::check_owner(d, &uid).is_ok())
+        .is_some_and(|d| d.spec.and_then(|s| s.replicas).unwrap_or(1) > 0);
+    if running {
+        let scale = json!({"spec": {"replicas": 0}});
+        deployments
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&scale))
+            .await
+            .map_err(read("Deployment"))?;
+        ctx.event(
+            ms,
+            false,
+            "ServiceStopping",
+            "Cleanup",
+            format!("scaled Deployment {name} to 0 before dropping its data"),
+        )
+        .await;
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let left = pods
+        .list(&ListParams::default().labels(&format!("{MICROSERVICE_LABEL}={name}")))
+        .await
+        .map_err(read("Pod"))?
+        .items
+        .len();
+    if left == 0 {
+        return Ok(None);
+    }
+    let deleting_for = ms
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| {
+            k8s_openapi::jiff::Timestamp::now()
+                .duration_since(t.0)
+                .unsigned_abs()
+        })
+        .unwrap_or_default();
+    if deleting_for > STOP_GRACE {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "waiting for {left} pod(s) of the service to stop before its data is dropped"
+    )))
+}
+
+async fn namespace_terminating(ctx: &Context, namespace: &str) -> bool {
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    matches!(
+        namespaces.get_opt(namespace).await,
+        Ok(Some(ns)) if ns.metadata.deletion_timestamp.is_some()
+    )
+}
+
+/// The namespace is being deleted and the cleanup cannot be done: keep the role and schema
+/// (nothing is lost) and let the Microservice, and so the namespace, go.
+async fn let_go(
+    ms: &Microservice,
+    ctx: &Context,
+    namespace: &str,
+    what: &str,
+    why: &str,
+) -> Result<Action, Error> {
+    ctx.event(
+        ms,
+        true,
+        "CleanupAbandoned",
+        "Cleanup",
+        format!(
+            "namespace {namespace} is being deleted and {why}: {what} are left on the database as they are"
+        ),
+    )
+    .await;
+    Ok(Action::await_change())
 }
 
 async fn report_cleanup_blocked(
@@ -127,32 +250,32 @@ async fn report_cleanup_blocked(
     ctx: &Context,
     reason: &'static str,
     message: &str,
+    needs_attention: bool,
 ) -> Result<(), Error> {
     let mut observed: Vec<Observed> = vec![
         Observed::new(READY, false, "Deleting", message),
-        Observed::new(RECONCILING, true, "CleanupPending", message),
-        Observed::new(STALLED, false, "NotStalled", "cleanup is retried"),
+        if needs_attention {
+            Observed::new(RECONCILING, false, reason, "waiting for a person")
+        } else {
+            Observed::new(RECONCILING, true, "CleanupPending", message)
+        },
+        if needs_attention {
+            Observed::new(STALLED, true, reason, message)
+        } else {
+            Observed::new(STALLED, false, "NotStalled", "cleanup is retried")
+        },
     ];
     // Keep the domain conditions as they were, so the picture of the service stays whole.
     let previous = ms.status.clone().unwrap_or_default();
     let mut kept: BTreeMap<String, Observed> = BTreeMap::new();
-    for condition in &previous.conditions {
-        let known = [
-            status::DATABASE_READY,
-            status::SCHEMA_DISTRIBUTED,
-            status::AVAILABLE,
-            status::CONFLICT,
-        ];
-        if let Some(type_) = known.iter().find(|t| **t == condition.type_) {
-            kept.insert(
-                condition.type_.clone(),
-                Observed::new(
-                    type_,
-                    condition.status == "True",
-                    &condition.reason,
-                    condition.message.clone(),
-                ),
-            );
+    for type_ in [
+        status::DATABASE_READY,
+        status::SCHEMA_DISTRIBUTED,
+        status::AVAILABLE,
+        status::CONFLICT,
+    ] {
+        if let Some(condition) = crate::conditions::carried(type_, &previous.conditions) {
+            kept.insert(type_.to_string(), condition);
         }
     }
     observed.extend(kept.into_values());

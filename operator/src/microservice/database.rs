@@ -19,6 +19,8 @@ pub enum DatabaseError {
     Apply(#[from] ApplyError),
     #[error("the database work did not finish within {0:?}; it is retried")]
     Timeout(std::time::Duration),
+    #[error("dropping would reach outside the schema, so nothing was dropped: {}", .0.join("; "))]
+    DropBlocked(Vec<String>),
 }
 
 impl DatabaseError {
@@ -32,6 +34,7 @@ impl DatabaseError {
             DatabaseError::Conflict(_) => "Conflict",
             DatabaseError::Apply(_) => "ApplyFailed",
             DatabaseError::Timeout(_) => "DatabaseTimeout",
+            DatabaseError::DropBlocked(_) => "DropBlocked",
         }
     }
 
@@ -41,7 +44,8 @@ impl DatabaseError {
         match self {
             DatabaseError::Conflict(_)
             | DatabaseError::Connect(ConnectError::Authentication { .. })
-            | DatabaseError::Catalog(CatalogError::NonStandardStrings) => true,
+            | DatabaseError::Catalog(CatalogError::NonStandardStrings)
+            | DatabaseError::DropBlocked(_) => true,
             DatabaseError::Apply(error) => error
                 .code
                 .as_deref()
@@ -113,8 +117,11 @@ async fn cleanup_now(
     policy: Cleanup,
 ) -> Result<CleanupPlan, DatabaseError> {
     let mut client = connect(config).await?;
-    let catalog = catalog::read(&mut client, role, schema).await?;
+    let catalog = catalog::read_with(&mut client, role, schema, policy == Cleanup::Drop).await?;
     let plan = plan_cleanup(&catalog, owner, role, schema, policy);
+    if !plan.blocked.is_empty() {
+        return Err(DatabaseError::DropBlocked(plan.blocked));
+    }
     apply(&mut client, &plan.steps).await?;
     Ok(plan)
 }

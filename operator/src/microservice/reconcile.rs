@@ -581,7 +581,8 @@ pub(super) fn describe_step(step: &Step) -> Option<(&'static str, String)> {
             format!("kept schema {schema} (deletionPolicy Retain)"),
         ),
         // Part of creating or dropping the role, which has its own Event.
-        Step::TerminateSessions { .. }
+        Step::DisableLogin { .. }
+        | Step::TerminateSessions { .. }
         | Step::SetNodePassword { .. }
         | Step::RemoveNodePassword { .. } => return None,
     })

@@ -118,6 +118,10 @@ pub fn statements(step: &Step) -> Vec<Statement> {
             "DELETE FROM pg_dist_authinfo WHERE nodeid = 0 AND rolename = $1",
             &[role],
         )],
+        Step::DisableLogin { role } => vec![Statement::plain(format!(
+            "ALTER ROLE {} WITH NOLOGIN",
+            ident(role)
+        ))],
         Step::TerminateSessions { role } => vec![Statement::with(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
              WHERE usename = $1 AND pid <> pg_backend_pid()",

@@ -49,6 +49,10 @@ pub struct Catalog {
     /// What in a schema that is not distributed yet keeps Citus from distributing it (foreign
     /// tables, inheritance, partitions or foreign keys across schemas, distributed tables).
     pub distribution_blockers: Vec<String>,
+    /// Read for a Drop only: what dropping the schema and the role would take with them outside
+    /// the schema (objects elsewhere that depend on it, objects the role owns elsewhere), and
+    /// what would make dropping the role fail (objects it owns in other databases).
+    pub drop_blockers: Vec<String>,
 }
 
 impl Catalog {
@@ -133,6 +137,49 @@ SELECT format('%s is already distributed', p.logicalrelid::regclass)
  WHERE c.relnamespace = $1::oid AND NOT (p.partmethod = 'n' AND p.colocationid = 0)
  ORDER BY 1";
 
+/// What a Drop must not take with it: objects outside the schema that depend on objects in it
+/// (views, foreign keys, functions; a view's dependency is recorded on its rule), objects the
+/// role owns outside its schema here (DROP OWNED would drop them), and objects it owns in other
+/// databases or shared objects it owns (DROP ROLE would fail on them).
+const DROP_BLOCKERS_QUERY: &str = "
+WITH dependents AS (
+  SELECT d.classid, d.objid, d.refclassid, d.refobjid,
+         CASE WHEN d.classid = 'pg_rewrite'::regclass THEN
+           (SELECT r.ev_class FROM pg_rewrite r WHERE r.oid = d.objid) END AS view_oid
+    FROM pg_depend d
+   WHERE d.deptype = 'n'
+)
+SELECT DISTINCT
+       coalesce(format('view %s', x.view_oid::regclass), dep.type || ' ' || dep.identity)
+       || ' depends on ' || ref.type || ' ' || ref.identity
+  FROM dependents x,
+       LATERAL pg_identify_object(x.classid, x.objid, 0) dep,
+       LATERAL pg_identify_object(x.refclassid, x.refobjid, 0) ref
+ WHERE ref.schema = $1
+   AND coalesce((SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.oid = x.view_oid), dep.schema) IS DISTINCT FROM $1
+UNION
+SELECT o.type || ' ' || o.identity || ' is owned by the role outside its schema'
+  FROM pg_shdepend s, LATERAL pg_identify_object(s.classid, s.objid, 0) o
+ WHERE s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $2)
+   AND s.deptype = 'o'
+   AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND o.schema IS DISTINCT FROM $1
+   AND NOT (o.type = 'schema' AND o.identity = quote_ident($1))
+UNION
+SELECT count(*) || ' object(s) in database ' || quote_ident(d.datname) || ' are owned by the role'
+  FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid
+ WHERE s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $2)
+   AND s.deptype = 'o'
+   AND d.datname <> current_database()
+ GROUP BY d.datname
+UNION
+SELECT o.type || ' ' || o.identity || ' is owned by the role'
+  FROM pg_shdepend s, LATERAL pg_identify_object(s.classid, s.objid, 0) o
+ WHERE s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $2)
+   AND s.deptype = 'o' AND s.dbid = 0
+ ORDER BY 1";
+
 const LOCAL_SIZE_QUERY: &str = "
 SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
   FROM pg_class c
@@ -149,6 +196,16 @@ SELECT nodename || ':' || nodeport AS node, sum(shard_size)::bigint AS size
 
 /// Reads the state of `role` and `schema` in one read-only, repeatable-read snapshot.
 pub async fn read(client: &mut Client, role: &str, schema: &str) -> Result<Catalog, CatalogError> {
+    read_with(client, role, schema, false).await
+}
+
+/// As `read`, and with `drop_checks` also what a Drop must not take with it.
+pub async fn read_with(
+    client: &mut Client,
+    role: &str,
+    schema: &str,
+    drop_checks: bool,
+) -> Result<Catalog, CatalogError> {
     let tx = super::snapshot(client).await?;
     let base = tx.query_one(BASE_QUERY, &[]).await?;
     if !base.get::<_, bool>("standard_strings") {
@@ -235,6 +292,15 @@ pub async fn read(client: &mut Client, role: &str, schema: &str) -> Result<Catal
             })
         }
     };
+    let drop_blockers = if drop_checks {
+        tx.query(DROP_BLOCKERS_QUERY, &[&schema, &role])
+            .await?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
     tx.commit().await?;
     Ok(Catalog {
         server_version: base.get("server_version"),
@@ -245,5 +311,6 @@ pub async fn read(client: &mut Client, role: &str, schema: &str) -> Result<Catal
         placement,
         schema_sharding,
         distribution_blockers,
+        drop_blockers,
     })
 }

@@ -79,6 +79,10 @@ pub enum Step {
     UndistributeSchema {
         schema: String,
     },
+    /// The role may not log in any more (before its sessions are ended, so none come back).
+    DisableLogin {
+        role: String,
+    },
     /// Ends the role's sessions so it can be dropped.
     TerminateSessions {
         role: String,
@@ -124,6 +128,7 @@ impl std::fmt::Debug for Step {
             }
             Step::DistributeSchema { schema } => write!(f, "DistributeSchema({schema})"),
             Step::UndistributeSchema { schema } => write!(f, "UndistributeSchema({schema})"),
+            Step::DisableLogin { role } => write!(f, "DisableLogin({role})"),
             Step::TerminateSessions { role } => write!(f, "TerminateSessions({role})"),
             Step::DropSchema { schema } => write!(f, "DropSchema({schema})"),
             Step::DropRole { role } => write!(f, "DropRole({role})"),
@@ -284,11 +289,13 @@ pub enum Cleanup {
     Retain,
 }
 
-/// The result of planning a cleanup: the steps, and what is left alone because it is not ours.
+/// The result of planning a cleanup: the steps, what is left alone because it is not ours, and
+/// what keeps a Drop from happening at all (then there are no steps).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CleanupPlan {
     pub steps: Vec<Step>,
     pub left_alone: Vec<String>,
+    pub blocked: Vec<String>,
 }
 
 pub fn plan_cleanup(
@@ -322,7 +329,20 @@ pub fn plan_cleanup(
         None => false,
     };
     match cleanup {
+        Cleanup::Drop if !catalog.drop_blockers.is_empty() && (schema_ours || role_ours) => {
+            // Nothing outside the schema goes with it: a person decides first.
+            plan.blocked = catalog.drop_blockers.clone();
+        }
         Cleanup::Drop => {
+            // No new sessions, then none at all, so nothing holds a lock or writes meanwhile.
+            if role_ours {
+                plan.steps.push(Step::DisableLogin {
+                    role: role.to_string(),
+                });
+                plan.steps.push(Step::TerminateSessions {
+                    role: role.to_string(),
+                });
+            }
             if schema_ours {
                 plan.steps.push(Step::DropSchema {
                     schema: schema.to_string(),
@@ -334,9 +354,6 @@ pub fn plan_cleanup(
                         role: role.to_string(),
                     });
                 }
-                plan.steps.push(Step::TerminateSessions {
-                    role: role.to_string(),
-                });
                 plan.steps.push(Step::DropRole {
                     role: role.to_string(),
                 });

@@ -29,7 +29,12 @@ async fn creates_role_and_schema_then_does_nothing_more() {
     let first = provision(&config, &want).await.expect("provision");
     assert_eq!(
         step_names(&first.applied),
-        ["CreateRole", "SetSearchPath", "CreateSchema"],
+        [
+            "EnsureClaimsTable",
+            "CreateRole",
+            "SetSearchPath",
+            "CreateSchema"
+        ],
         "plain PostgreSQL: nothing to distribute"
     );
     assert!(!first.catalog.has_citus());
@@ -218,16 +223,17 @@ async fn reports_an_unreachable_database_and_converges_when_it_returns() {
     let config = admin_config(&pg);
     let want = desired("time-service", "uid-1");
 
-    // A crash after the first step: the role exists, nothing else.
+    // A crash after the role was created (the claims table first): the role exists, nothing else.
     {
         let mut client = sql::connect(&config).await.expect("connect");
         let before = catalog::read(&mut client, &want.role, &want.schema)
             .await
             .expect("read");
         let steps = sql::plan_provision(&before, &want).expect("plan");
-        sql::apply::apply(&mut client, &steps[..1])
+        assert_eq!(step_names(&steps[..2]), ["EnsureClaimsTable", "CreateRole"]);
+        sql::apply::apply(&mut client, &steps[..2])
             .await
-            .expect("first step only");
+            .expect("the first steps only");
     }
 
     pg.stop();
@@ -286,7 +292,12 @@ async fn drop_policy_removes_schema_objects_and_role() {
         .expect("drop");
     assert_eq!(
         step_names(&plan.steps),
-        ["DropSchema", "TerminateSessions", "DropRole"]
+        [
+            "DisableLogin",
+            "TerminateSessions",
+            "DropSchema",
+            "DropRole"
+        ]
     );
     assert!(plan.left_alone.is_empty());
     assert_eq!(
@@ -553,4 +564,89 @@ async fn drop_never_reaches_outside_the_schema_and_ends_the_roles_sessions() {
         "the service's open session was ended"
     );
     assert_eq!(role_and_schema_count(&admin, "orders").await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_service_cannot_hand_its_schema_to_another_by_rewriting_its_comment() {
+    let pg = start_postgres();
+    let config = admin_config(&pg);
+    let orders = desired("orders", "uid-orders");
+    provision(&config, &orders).await.expect("provision orders");
+    let service = connect_as(&pg, "orders", &orders.password)
+        .await
+        .expect("login");
+    // The service owns its schema, so it may rewrite the schema's comment, here to look as if
+    // a Microservice named shop/thief had released it.
+    service
+        .batch_execute("COMMENT ON SCHEMA orders IS 'tessera.dev/released resource=shop/thief'")
+        .await
+        .expect("the owner may comment on its schema");
+    // The record is not something it can reach.
+    let denied = service
+        .batch_execute("UPDATE tessera_operator.claims SET resource = 'shop/thief'")
+        .await
+        .expect_err("the claims table is the operator's alone");
+    assert_eq!(denied.code().map(|c| c.code()), Some("42501"), "{denied}");
+
+    // shop/thief asks for schema "orders": a Conflict, and nothing changes hands.
+    let thief = sql::Desired {
+        schema: "orders".into(),
+        ..desired("thief", "uid-thief")
+    };
+    match provision(&config, &thief).await {
+        Err(DatabaseError::Conflict(conflict)) => {
+            assert_eq!(conflict.kind, "schema");
+            assert!(conflict.holder.contains("shop/orders"), "{conflict}");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let owner: String = admin(&pg)
+        .await
+        .query_one(
+            "SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = 'orders'",
+            &[],
+        )
+        .await
+        .expect("owner")
+        .get(0);
+    assert_eq!(owner, "orders");
+}
+
+#[tokio::test]
+async fn roles_and_schemas_from_before_the_claims_table_are_recorded() {
+    let pg = start_postgres();
+    let config = admin_config(&pg);
+    let want = desired("orders", "uid-1");
+    // As an older Tessera left them: comments only, no claims table.
+    let mark = want.owner.comment();
+    admin(&pg)
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE orders LOGIN; COMMENT ON ROLE orders IS '{mark}';
+             CREATE SCHEMA orders AUTHORIZATION orders; COMMENT ON SCHEMA orders IS '{mark}';
+             ALTER ROLE orders SET search_path TO orders"
+        ))
+        .await
+        .expect("old-style objects");
+    let first = provision(&config, &want).await.expect("provision");
+    let names = step_names(&first.applied);
+    assert!(
+        names.starts_with(&["EnsureClaimsTable".to_string()])
+            && names.contains(&"RecordClaim".to_string()),
+        "{names:?}"
+    );
+    let rows: i64 = admin(&pg)
+        .await
+        .query_one(
+            "SELECT count(*) FROM tessera_operator.claims WHERE state = 'owned' AND uid = 'uid-1'",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .get(0);
+    assert_eq!(rows, 2, "the role and the schema are recorded");
+    let again = provision(&config, &from_secret(&want))
+        .await
+        .expect("again");
+    assert!(again.applied.is_empty(), "{:?}", again.applied);
 }

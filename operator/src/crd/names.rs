@@ -94,6 +94,8 @@ pub const SYSTEM_NAMES: &[&str] = &[
     "none",
     "citus",
     "columnar",
+    // Tessera's own records (crate::sql::ownership::CLAIMS_SCHEMA).
+    "tessera_operator",
 ];
 
 /// Prefixes reserved for the system and for Citus.

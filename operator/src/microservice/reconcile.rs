@@ -580,8 +580,10 @@ pub(super) fn describe_step(step: &Step) -> Option<(&'static str, String)> {
             "SchemaRetained",
             format!("kept schema {schema} (deletionPolicy Retain)"),
         ),
-        // Part of creating or dropping the role, which has its own Event.
-        Step::DisableLogin { .. }
+        // Bookkeeping, or part of creating or dropping the role, which has its own Event.
+        Step::EnsureClaimsTable
+        | Step::RecordClaim { .. }
+        | Step::DisableLogin { .. }
         | Step::TerminateSessions { .. }
         | Step::SetNodePassword { .. }
         | Step::RemoveNodePassword { .. } => return None,

@@ -373,6 +373,8 @@ mod condition_tests {
             server_version: "15".into(),
             citus_version: Some("13.2-1".into()),
             schema: Some(SchemaState {
+                claim: crate::sql::Claim::Foreign,
+                recorded: false,
                 owner: "svc".into(),
                 comment: None,
                 colocation_id: colocation,

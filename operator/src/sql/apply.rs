@@ -4,7 +4,8 @@
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use super::plan::Step;
+use super::ownership::{Claim, CLAIMS_SCHEMA, CLAIMS_TABLE};
+use super::plan::{ObjectKind, Step};
 use super::quote::{ident, literal};
 
 /// A statement and its parameters (all text).
@@ -30,31 +31,88 @@ impl Statement {
     }
 }
 
+/// The claims table: readable and writable by the operator's superuser alone.
+fn claims_table() -> Vec<Statement> {
+    [
+        format!("CREATE SCHEMA IF NOT EXISTS {}", ident(CLAIMS_SCHEMA)),
+        format!("REVOKE ALL ON SCHEMA {} FROM PUBLIC", ident(CLAIMS_SCHEMA)),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {CLAIMS_TABLE} (\
+               kind text NOT NULL CHECK (kind IN ('role', 'schema')), \
+               name text NOT NULL, \
+               state text NOT NULL CHECK (state IN ('owned', 'released')), \
+               uid text, \
+               resource text NOT NULL, \
+               PRIMARY KEY (kind, name))"
+        ),
+        format!("REVOKE ALL ON {CLAIMS_TABLE} FROM PUBLIC"),
+        format!(
+            "COMMENT ON SCHEMA {} IS {}",
+            ident(CLAIMS_SCHEMA),
+            literal("Tessera: which roles and schemas belong to which Microservice")
+        ),
+    ]
+    .into_iter()
+    .map(Statement::plain)
+    .collect()
+}
+
+/// Records `claim` on an object: the row, and the comment that shows it to people.
+fn record(kind: ObjectKind, name: &str, claim: &Claim) -> Vec<Statement> {
+    let target = match kind {
+        ObjectKind::Role => format!("ROLE {}", ident(name)),
+        ObjectKind::Schema => format!("SCHEMA {}", ident(name)),
+    };
+    let mut statements = vec![Statement::plain(format!(
+        "COMMENT ON {target} IS {}",
+        literal(&claim.comment().unwrap_or_default())
+    ))];
+    if let Some((state, uid, resource)) = claim.row() {
+        statements.push(Statement::with(
+            &format!(
+                "INSERT INTO {CLAIMS_TABLE} (kind, name, state, uid, resource) \
+                 VALUES ($1, $2, $3, NULLIF($4, ''), $5) \
+                 ON CONFLICT (kind, name) DO UPDATE \
+                 SET state = EXCLUDED.state, uid = EXCLUDED.uid, resource = EXCLUDED.resource"
+            ),
+            &[kind.as_str(), name, state, uid, resource],
+        ));
+    }
+    statements
+}
+
+/// Forgets the claim on an object that is gone.
+fn forget(kind: ObjectKind, name: &str) -> Statement {
+    Statement::with(
+        &format!("DELETE FROM {CLAIMS_TABLE} WHERE kind = $1 AND name = $2"),
+        &[kind.as_str(), name],
+    )
+}
+
 const ROLE_ATTRIBUTES: &str =
     "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT";
 
 /// The statements of one step, in order.
 pub fn statements(step: &Step) -> Vec<Statement> {
     match step {
+        Step::EnsureClaimsTable => claims_table(),
+        Step::RecordClaim { kind, name, claim } => record(*kind, name, claim),
         Step::CreateRole {
             role,
             verifier,
             connection_limit,
-            comment,
-        } => vec![
-            Statement::plain(format!(
+            claim,
+        } => {
+            let mut statements = vec![Statement::plain(format!(
                 "CREATE ROLE {} WITH {ROLE_ATTRIBUTES} CONNECTION LIMIT {connection_limit} PASSWORD {}",
                 ident(role),
                 literal(verifier)
-            )),
-            Statement::plain(format!("COMMENT ON ROLE {} IS {}", ident(role), literal(comment))),
-        ],
-        Step::ClaimRole { role, comment } | Step::ReleaseRole { role, comment } => {
-            vec![Statement::plain(format!(
-                "COMMENT ON ROLE {} IS {}",
-                ident(role),
-                literal(comment)
-            ))]
+            ))];
+            statements.extend(record(ObjectKind::Role, role, claim));
+            statements
+        }
+        Step::ClaimRole { role, claim } | Step::ReleaseRole { role, claim } => {
+            record(ObjectKind::Role, role, claim)
         }
         Step::AlterRoleAttributes {
             role,
@@ -76,25 +134,18 @@ pub fn statements(step: &Step) -> Vec<Statement> {
         Step::CreateSchema {
             schema,
             role,
-            comment,
-        } => vec![
-            Statement::plain(format!(
+            claim,
+        } => {
+            let mut statements = vec![Statement::plain(format!(
                 "CREATE SCHEMA {} AUTHORIZATION {}",
                 ident(schema),
                 ident(role)
-            )),
-            Statement::plain(format!(
-                "COMMENT ON SCHEMA {} IS {}",
-                ident(schema),
-                literal(comment)
-            )),
-        ],
-        Step::ClaimSchema { schema, comment } | Step::ReleaseSchema { schema, comment } => {
-            vec![Statement::plain(format!(
-                "COMMENT ON SCHEMA {} IS {}",
-                ident(schema),
-                literal(comment)
-            ))]
+            ))];
+            statements.extend(record(ObjectKind::Schema, schema, claim));
+            statements
+        }
+        Step::ClaimSchema { schema, claim } | Step::ReleaseSchema { schema, claim } => {
+            record(ObjectKind::Schema, schema, claim)
         }
         Step::AlterSchemaOwner { schema, role } => vec![Statement::plain(format!(
             "ALTER SCHEMA {} OWNER TO {}",
@@ -127,13 +178,14 @@ pub fn statements(step: &Step) -> Vec<Statement> {
              WHERE usename = $1 AND pid <> pg_backend_pid()",
             &[role],
         )],
-        Step::DropSchema { schema } => vec![Statement::plain(format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            ident(schema)
-        ))],
+        Step::DropSchema { schema } => vec![
+            Statement::plain(format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema))),
+            forget(ObjectKind::Schema, schema),
+        ],
         Step::DropRole { role } => vec![
             Statement::plain(format!("DROP OWNED BY {}", ident(role))),
             Statement::plain(format!("DROP ROLE IF EXISTS {}", ident(role))),
+            forget(ObjectKind::Role, role),
         ],
     }
 }
@@ -206,14 +258,24 @@ mod tests {
             role: "svc".into(),
             verifier: "SCRAM-SHA-256$4096:c2FsdA==$a:b".into(),
             connection_limit: 5,
-            comment: "it's ours".into(),
+            claim: Claim::Owned {
+                uid: "u-1".into(),
+                resource: "it's/ours".into(),
+            },
         });
         assert_eq!(
             create[0].sql,
             "CREATE ROLE \"svc\" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
              NOBYPASSRLS INHERIT CONNECTION LIMIT 5 PASSWORD 'SCRAM-SHA-256$4096:c2FsdA==$a:b'"
         );
-        assert_eq!(create[1].sql, "COMMENT ON ROLE \"svc\" IS 'it''s ours'");
+        assert_eq!(
+            create[1].sql,
+            "COMMENT ON ROLE \"svc\" IS 'tessera.dev/owner uid=u-1 resource=it''s/ours'"
+        );
+        assert_eq!(
+            create[2].params,
+            ["role", "svc", "owned", "u-1", "it's/ours"]
+        );
         let distribute = statements(&Step::DistributeSchema {
             schema: "svc".into(),
         });
@@ -226,5 +288,6 @@ mod tests {
         let drop = statements(&Step::DropRole { role: "svc".into() });
         assert_eq!(drop[0].sql, "DROP OWNED BY \"svc\"");
         assert_eq!(drop[1].sql, "DROP ROLE IF EXISTS \"svc\"");
+        assert_eq!(drop[2].params, ["role", "svc"], "and its claim goes");
     }
 }

@@ -2,9 +2,15 @@
 
 use tokio_postgres::Client;
 
+use super::ownership::{Claim, CLAIMS_TABLE};
+
 /// A role as the catalog shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RoleState {
+    /// Who owns it (see `ownership`).
+    pub claim: Claim,
+    /// The claim is a row of the claims table (not read from a comment).
+    pub recorded: bool,
     pub comment: Option<String>,
     pub can_login: bool,
     pub superuser: bool,
@@ -18,6 +24,10 @@ pub struct RoleState {
 /// A schema as the catalog shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SchemaState {
+    /// Who owns it (see `ownership`).
+    pub claim: Claim,
+    /// The claim is a row of the claims table (not read from a comment).
+    pub recorded: bool,
     pub owner: String,
     pub comment: Option<String>,
     /// The Citus colocation group, when the schema is distributed.
@@ -46,6 +56,8 @@ pub struct Catalog {
     pub placement: Option<Placement>,
     /// Citus has schema-based sharding (12.0 and later: `pg_dist_schema` exists).
     pub schema_sharding: bool,
+    /// The claims table exists.
+    pub claims_table: bool,
     /// What in a schema that is not distributed yet keeps Citus from distributing it (foreign
     /// tables, inheritance, partitions or foreign keys across schemas, distributed tables).
     pub distribution_blockers: Vec<String>,
@@ -75,7 +87,8 @@ SELECT current_setting('server_version') AS server_version,
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS is_superuser,
        (SELECT extversion FROM pg_extension WHERE extname = 'citus') AS citus_version,
        (SELECT count(*) FROM pg_class WHERE relname = 'pg_dist_schema'
-          AND relnamespace = 'pg_catalog'::regnamespace) > 0 AS has_dist_schema";
+          AND relnamespace = 'pg_catalog'::regnamespace) > 0 AS has_dist_schema,
+       to_regclass('tessera_operator.claims') IS NOT NULL AS has_claims";
 
 const ROLE_QUERY: &str = "
 SELECT r.rolcanlogin, r.rolsuper, r.rolconnlimit,
@@ -89,6 +102,14 @@ SELECT r.rolcanlogin, r.rolsuper, r.rolconnlimit,
  WHERE r.rolname = $1";
 
 const PASSWORD_QUERY: &str = "SELECT rolpassword FROM pg_authid WHERE rolname = $1";
+
+/// The claims rows of a role ($1) and a schema ($2).
+fn claims_query() -> String {
+    format!(
+        "SELECT kind, state, uid, resource FROM {CLAIMS_TABLE} \
+          WHERE (kind = 'role' AND name = $1) OR (kind = 'schema' AND name = $2)"
+    )
+}
 
 const AUTHINFO_QUERY: &str =
     "SELECT authinfo FROM pg_dist_authinfo WHERE nodeid = 0 AND rolename = $1";
@@ -144,20 +165,27 @@ SELECT format('%s is already distributed', p.logicalrelid::regclass)
 const DROP_BLOCKERS_QUERY: &str = "
 WITH dependents AS (
   SELECT d.classid, d.objid, d.refclassid, d.refobjid,
-         CASE WHEN d.classid = 'pg_rewrite'::regclass THEN
-           (SELECT r.ev_class FROM pg_rewrite r WHERE r.oid = d.objid) END AS view_oid
+         -- Rules (views), column defaults, triggers and policies live with their table.
+         CASE d.classid
+           WHEN 'pg_rewrite'::regclass THEN (SELECT ev_class FROM pg_rewrite WHERE oid = d.objid)
+           WHEN 'pg_attrdef'::regclass THEN (SELECT adrelid FROM pg_attrdef WHERE oid = d.objid)
+           WHEN 'pg_trigger'::regclass THEN (SELECT tgrelid FROM pg_trigger WHERE oid = d.objid)
+           WHEN 'pg_policy'::regclass THEN (SELECT polrelid FROM pg_policy WHERE oid = d.objid)
+         END AS table_oid,
+         d.classid = 'pg_rewrite'::regclass AS is_view_rule
     FROM pg_depend d
    WHERE d.deptype = 'n'
 )
 SELECT DISTINCT
-       coalesce(format('view %s', x.view_oid::regclass), dep.type || ' ' || dep.identity)
+       CASE WHEN x.is_view_rule THEN 'view ' || x.table_oid::regclass::text
+            ELSE dep.type || ' ' || dep.identity END
        || ' depends on ' || ref.type || ' ' || ref.identity
   FROM dependents x,
        LATERAL pg_identify_object(x.classid, x.objid, 0) dep,
        LATERAL pg_identify_object(x.refclassid, x.refobjid, 0) ref
  WHERE ref.schema = $1
-   AND coalesce((SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.oid = x.view_oid), dep.schema) IS DISTINCT FROM $1
+   AND coalesce((SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.oid = x.table_oid), dep.schema) IS DISTINCT FROM $1
 UNION
 SELECT o.type || ' ' || o.identity || ' is owned by the role outside its schema'
   FROM pg_shdepend s, LATERAL pg_identify_object(s.classid, s.objid, 0) o
@@ -226,6 +254,8 @@ pub async fn read_with(
                 None
             };
             Some(RoleState {
+                claim: Claim::Foreign,
+                recorded: false,
                 can_login: row.get("rolcanlogin"),
                 superuser: row.get("rolsuper"),
                 connection_limit: row.get("rolconnlimit"),
@@ -286,6 +316,8 @@ pub async fn read_with(
                 },
             });
             Some(SchemaState {
+                claim: Claim::Foreign,
+                recorded: false,
                 owner: row.get("owner"),
                 comment: row.get("comment"),
                 colocation_id,
@@ -301,6 +333,34 @@ pub async fn read_with(
     } else {
         Vec::new()
     };
+    let claims_table: bool = base.get("has_claims");
+    let (mut role_row, mut schema_row) = (None, None);
+    if claims_table {
+        for row in tx.query(claims_query().as_str(), &[&role, &schema]).await? {
+            let claim = Claim::from_row(row.get("state"), row.get("uid"), row.get("resource"));
+            if row.get::<_, String>("kind") == "role" {
+                role_row = Some(claim);
+            } else {
+                schema_row = Some(claim);
+            }
+        }
+    }
+    let (role_claim, schema_claim) = Claim::of_role_and_schema(
+        role_row.clone(),
+        schema_row.clone(),
+        role_state.as_ref().and_then(|r| r.comment.as_deref()),
+        schema_state.as_ref().and_then(|s| s.comment.as_deref()),
+    );
+    let mut role_state = role_state;
+    let mut schema_state = schema_state;
+    if let Some(state) = role_state.as_mut() {
+        state.claim = role_claim;
+        state.recorded = role_row.is_some();
+    }
+    if let Some(state) = schema_state.as_mut() {
+        state.claim = schema_claim;
+        state.recorded = schema_row.is_some();
+    }
     tx.commit().await?;
     Ok(Catalog {
         server_version: base.get("server_version"),
@@ -310,6 +370,7 @@ pub async fn read_with(
         schema: schema_state,
         placement,
         schema_sharding,
+        claims_table,
         distribution_blockers,
         drop_blockers,
     })

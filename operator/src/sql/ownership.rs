@@ -1,9 +1,22 @@
-//! Ownership markers: the comment Tessera puts on each role and schema it creates.
+//! Who owns each role and schema Tessera made.
 //!
-//! `tessera.dev/owner uid=<uid> resource=<namespace>/<name>` marks a live claim;
-//! `tessera.dev/released resource=<namespace>/<name>` marks a role or schema kept by
-//! `deletionPolicy: Retain`, which a new Microservice of the same namespace and name may claim
-//! again. Anything else is foreign and never touched.
+//! The record is a row of `tessera_operator.claims`, a table the operator's superuser owns and no
+//! one else may read or write: a service's role owns its schema and could rewrite anything on
+//! it, so nothing on the schema can be the record. A claim is `owned` by a Microservice (its uid
+//! and namespace/name) or `released` by one (kept by `deletionPolicy: Retain`, which a new
+//! Microservice of the same namespace and name may claim again); no row means foreign, never
+//! touched.
+//!
+//! Each role and schema also carries a comment saying the same for people
+//! (`tessera.dev/owner uid=<uid> resource=<namespace>/<name>` or `tessera.dev/released
+//! resource=<namespace>/<name>`). Objects made before the table existed are read from those
+//! comments once and recorded: the role's comment (which only a superuser can change) is trusted,
+//! the schema's only where it says the same as its role's.
+
+/// The schema of the claims table; a name no Microservice may use.
+pub const CLAIMS_SCHEMA: &str = "tessera_operator";
+/// The claims table, quoted.
+pub const CLAIMS_TABLE: &str = "tessera_operator.claims";
 
 const OWNED_PREFIX: &str = "tessera.dev/owner ";
 const RELEASED_PREFIX: &str = "tessera.dev/released ";
@@ -21,24 +34,41 @@ impl Owner {
         format!("{}/{}", self.namespace, self.name)
     }
 
+    /// The claim of this Microservice.
+    pub fn claim(&self) -> Claim {
+        Claim::Owned {
+            uid: self.uid.clone(),
+            resource: self.resource(),
+        }
+    }
+
+    /// The claim once this Microservice let its role and schema go (deletionPolicy Retain).
+    pub fn released(&self) -> Claim {
+        Claim::Released {
+            resource: self.resource(),
+        }
+    }
+
     pub fn comment(&self) -> String {
-        format!(
-            "{OWNED_PREFIX}uid={} resource={}",
-            self.uid,
-            self.resource()
-        )
+        self.claim().comment().unwrap_or_default()
     }
 
     pub fn released_comment(&self) -> String {
-        format!("{RELEASED_PREFIX}resource={}", self.resource())
+        self.released().comment().unwrap_or_default()
     }
 }
 
-/// What a comment says about who owns the object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who owns a role or schema.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Claim {
-    Owned { uid: String, resource: String },
-    Released { resource: String },
+    Owned {
+        uid: String,
+        resource: String,
+    },
+    Released {
+        resource: String,
+    },
+    #[default]
     Foreign,
 }
 
@@ -79,6 +109,57 @@ impl Claim {
             Claim::Released { resource } => *resource == owner.resource(),
             Claim::Foreign => false,
         }
+    }
+
+    /// The comment that shows the claim to people (`None` for a foreign claim).
+    pub fn comment(&self) -> Option<String> {
+        match self {
+            Claim::Owned { uid, resource } => {
+                Some(format!("{OWNED_PREFIX}uid={uid} resource={resource}"))
+            }
+            Claim::Released { resource } => Some(format!("{RELEASED_PREFIX}resource={resource}")),
+            Claim::Foreign => None,
+        }
+    }
+
+    /// The claims-table row: (state, uid, resource); `None` for a foreign claim.
+    pub fn row(&self) -> Option<(&'static str, &str, &str)> {
+        match self {
+            Claim::Owned { uid, resource } => Some(("owned", uid, resource)),
+            Claim::Released { resource } => Some(("released", "", resource)),
+            Claim::Foreign => None,
+        }
+    }
+
+    /// The claim a claims-table row records.
+    pub fn from_row(state: &str, uid: Option<String>, resource: String) -> Claim {
+        match (state, uid) {
+            ("owned", Some(uid)) if !uid.is_empty() => Claim::Owned { uid, resource },
+            ("released", _) => Claim::Released { resource },
+            _ => Claim::Foreign,
+        }
+    }
+
+    /// The claims on a role and its schema, from their rows, or (objects from before the claims
+    /// table) from their comments: the role's as it is, the schema's only where it says what
+    /// the role's says, since the schema's owner can rewrite its comment.
+    pub fn of_role_and_schema(
+        role_row: Option<Claim>,
+        schema_row: Option<Claim>,
+        role_comment: Option<&str>,
+        schema_comment: Option<&str>,
+    ) -> (Claim, Claim) {
+        let role_from_comment = Claim::parse(role_comment);
+        let role = role_row.unwrap_or_else(|| role_from_comment.clone());
+        let schema = schema_row.unwrap_or_else(|| {
+            let said = Claim::parse(schema_comment);
+            if said == role_from_comment {
+                said
+            } else {
+                Claim::Foreign
+            }
+        });
+        (role, schema)
     }
 
     /// Who holds it, for conflict messages.
@@ -133,6 +214,34 @@ mod tests {
         assert!(released.is_claimable_by(&recreated));
         assert!(!released.is_claimable_by(&other));
         assert!(!Claim::parse(Some(&o.comment())).is_claimable_by(&recreated));
+    }
+
+    #[test]
+    fn a_schema_comment_counts_only_where_it_agrees_with_its_role() {
+        let o = owner();
+        let role = Some(o.comment());
+        // Before the claims table: both comments say the same, so both are taken.
+        let (r, s) = Claim::of_role_and_schema(None, None, role.as_deref(), role.as_deref());
+        assert!(r.is_owned_by(&o) && s.is_owned_by(&o));
+        // The service rewrote its schema's comment to hand it to someone else: foreign.
+        let forged = "tessera.dev/released resource=shop/thief";
+        let (_, s) = Claim::of_role_and_schema(None, None, role.as_deref(), Some(forged));
+        assert_eq!(s, Claim::Foreign);
+        // Rows win over any comment.
+        let (_, s) =
+            Claim::of_role_and_schema(None, Some(o.claim()), role.as_deref(), Some(forged));
+        assert!(s.is_owned_by(&o));
+    }
+
+    #[test]
+    fn rows_and_claims_round_trip() {
+        let o = owner();
+        for claim in [o.claim(), o.released()] {
+            let (state, uid, resource) = claim.row().expect("row");
+            let uid = (!uid.is_empty()).then(|| uid.to_string());
+            assert_eq!(Claim::from_row(state, uid, resource.to_string()), claim);
+        }
+        assert_eq!(Claim::Foreign.row(), None);
     }
 
     #[test]

@@ -25,17 +25,25 @@ pub struct Desired {
 /// state from which the next plan continues.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Step {
-    /// CREATE ROLE with the ownership comment, in one transaction.
+    /// The claims table, before the first claim is recorded.
+    EnsureClaimsTable,
+    /// Record a claim read from a comment of an object made before the claims table.
+    RecordClaim {
+        kind: ObjectKind,
+        name: String,
+        claim: Claim,
+    },
+    /// CREATE ROLE with its claim recorded, in one transaction.
     CreateRole {
         role: String,
         verifier: String,
         connection_limit: i32,
-        comment: String,
+        claim: Claim,
     },
     /// Take over a role released by the same Microservice (recreated after Retain).
     ClaimRole {
         role: String,
-        comment: String,
+        claim: Claim,
     },
     /// LOGIN, no special privileges, the wanted connection limit.
     AlterRoleAttributes {
@@ -59,15 +67,15 @@ pub enum Step {
     RemoveNodePassword {
         role: String,
     },
-    /// CREATE SCHEMA AUTHORIZATION with the ownership comment, in one transaction.
+    /// CREATE SCHEMA AUTHORIZATION with its claim recorded, in one transaction.
     CreateSchema {
         schema: String,
         role: String,
-        comment: String,
+        claim: Claim,
     },
     ClaimSchema {
         schema: String,
-        comment: String,
+        claim: Claim,
     },
     AlterSchemaOwner {
         schema: String,
@@ -95,12 +103,29 @@ pub enum Step {
     },
     ReleaseRole {
         role: String,
-        comment: String,
+        claim: Claim,
     },
     ReleaseSchema {
         schema: String,
-        comment: String,
+        claim: Claim,
     },
+}
+
+/// What a claim is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Role,
+    Schema,
+}
+
+impl ObjectKind {
+    /// The `kind` column of the claims table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Role => "role",
+            ObjectKind::Schema => "schema",
+        }
+    }
 }
 
 // Verifiers are derived from passwords; keep them out of logs like the passwords themselves.
@@ -112,6 +137,10 @@ impl std::fmt::Debug for Step {
                 connection_limit,
                 ..
             } => write!(f, "CreateRole({role}, limit {connection_limit})"),
+            Step::EnsureClaimsTable => write!(f, "EnsureClaimsTable"),
+            Step::RecordClaim { kind, name, .. } => {
+                write!(f, "RecordClaim({} {name})", kind.as_str())
+            }
             Step::SetPassword { role, .. } => write!(f, "SetPassword({role})"),
             Step::ClaimRole { role, .. } => write!(f, "ClaimRole({role})"),
             Step::AlterRoleAttributes {
@@ -151,7 +180,7 @@ pub struct Conflict {
 pub fn plan_provision(catalog: &Catalog, desired: &Desired) -> Result<Vec<Step>, Conflict> {
     let owner = &desired.owner;
     if let Some(role) = &catalog.role {
-        let claim = Claim::parse(role.comment.as_deref());
+        let claim = &role.claim;
         if role.superuser || !claim.is_claimable_by(owner) {
             let holder = if role.superuser {
                 "a superuser role".to_string()
@@ -166,7 +195,7 @@ pub fn plan_provision(catalog: &Catalog, desired: &Desired) -> Result<Vec<Step>,
         }
     }
     if let Some(schema) = &catalog.schema {
-        let claim = Claim::parse(schema.comment.as_deref());
+        let claim = &schema.claim;
         if !claim.is_claimable_by(owner) {
             return Err(Conflict {
                 kind: "schema",
@@ -179,18 +208,27 @@ pub fn plan_provision(catalog: &Catalog, desired: &Desired) -> Result<Vec<Step>,
     let mut steps = Vec::new();
     let role = desired.role.clone();
     let schema = desired.schema.clone();
+    if !catalog.claims_table {
+        steps.push(Step::EnsureClaimsTable);
+    }
     match &catalog.role {
         None => steps.push(Step::CreateRole {
             role: role.clone(),
             verifier: scram::verifier(&desired.password),
             connection_limit: desired.connection_limit,
-            comment: owner.comment(),
+            claim: owner.claim(),
         }),
         Some(state) => {
-            if !Claim::parse(state.comment.as_deref()).is_owned_by(owner) {
+            if !state.claim.is_owned_by(owner) {
                 steps.push(Step::ClaimRole {
                     role: role.clone(),
-                    comment: owner.comment(),
+                    claim: owner.claim(),
+                });
+            } else if !state.recorded {
+                steps.push(Step::RecordClaim {
+                    kind: ObjectKind::Role,
+                    name: role.clone(),
+                    claim: owner.claim(),
                 });
             }
             if !state.can_login || state.connection_limit != desired.connection_limit {
@@ -237,13 +275,19 @@ pub fn plan_provision(catalog: &Catalog, desired: &Desired) -> Result<Vec<Step>,
         None => steps.push(Step::CreateSchema {
             schema: schema.clone(),
             role: role.clone(),
-            comment: owner.comment(),
+            claim: owner.claim(),
         }),
         Some(state) => {
-            if !Claim::parse(state.comment.as_deref()).is_owned_by(owner) {
+            if !state.claim.is_owned_by(owner) {
                 steps.push(Step::ClaimSchema {
                     schema: schema.clone(),
-                    comment: owner.comment(),
+                    claim: owner.claim(),
+                });
+            } else if !state.recorded {
+                steps.push(Step::RecordClaim {
+                    kind: ObjectKind::Schema,
+                    name: schema.clone(),
+                    claim: owner.claim(),
                 });
             }
             if state.owner != role {
@@ -307,23 +351,19 @@ pub fn plan_cleanup(
 ) -> CleanupPlan {
     let mut plan = CleanupPlan::default();
     let schema_ours = match &catalog.schema {
-        Some(state) if Claim::parse(state.comment.as_deref()).is_owned_by(owner) => true,
+        Some(state) if state.claim.is_owned_by(owner) => true,
         Some(state) => {
-            plan.left_alone.push(format!(
-                "schema {schema:?} ({})",
-                Claim::parse(state.comment.as_deref()).describe()
-            ));
+            plan.left_alone
+                .push(format!("schema {schema:?} ({})", state.claim.describe()));
             false
         }
         None => false,
     };
     let role_ours = match &catalog.role {
-        Some(state) if Claim::parse(state.comment.as_deref()).is_owned_by(owner) => true,
+        Some(state) if state.claim.is_owned_by(owner) => true,
         Some(state) => {
-            plan.left_alone.push(format!(
-                "role {role:?} ({})",
-                Claim::parse(state.comment.as_deref()).describe()
-            ));
+            plan.left_alone
+                .push(format!("role {role:?} ({})", state.claim.describe()));
             false
         }
         None => false,
@@ -360,16 +400,19 @@ pub fn plan_cleanup(
             }
         }
         Cleanup::Retain => {
+            if !catalog.claims_table && (schema_ours || role_ours) {
+                plan.steps.push(Step::EnsureClaimsTable);
+            }
             if schema_ours {
                 plan.steps.push(Step::ReleaseSchema {
                     schema: schema.to_string(),
-                    comment: owner.released_comment(),
+                    claim: owner.released(),
                 });
             }
             if role_ours {
                 plan.steps.push(Step::ReleaseRole {
                     role: role.to_string(),
-                    comment: owner.released_comment(),
+                    claim: owner.released(),
                 });
             }
         }
@@ -407,7 +450,10 @@ mod tests {
         Catalog {
             server_version: "15.10".into(),
             citus_version: Some(citus.into()),
+            claims_table: true,
             role: Some(RoleState {
+                claim: owner().claim(),
+                recorded: true,
                 comment: Some(owner().comment()),
                 can_login: true,
                 connection_limit: -1,
@@ -416,6 +462,8 @@ mod tests {
             }),
             role_authinfo: Some(password_authinfo("pw")),
             schema: Some(SchemaState {
+                claim: owner().claim(),
+                recorded: true,
                 owner: "orders".into(),
                 comment: Some(owner().comment()),
                 colocation_id: None,

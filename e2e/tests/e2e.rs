@@ -100,6 +100,10 @@ async fn tessera_end_to_end() -> Result<()> {
             "a Drop stops the service first, and a namespace is deleted even with its database down",
             Box::pin(scenarios::safety::deleting_without_hanging(&env)),
         ),
+        (
+            "a CitusCluster in another namespace, used only where it allows",
+            Box::pin(scenarios::safety::cluster_in_another_namespace(&env)),
+        ),
     ];
     // Citus runs where it is installed; otherwise the scenario is reported as skipped, not passed.
     let mut skipped = 0;

@@ -650,3 +650,33 @@ async fn roles_and_schemas_from_before_the_claims_table_are_recorded() {
         .expect("again");
     assert!(again.applied.is_empty(), "{:?}", again.applied);
 }
+
+#[tokio::test]
+async fn a_database_user_that_is_not_a_superuser_is_told_at_once() {
+    let pg = start_postgres();
+    admin(&pg)
+        .await
+        .batch_execute("CREATE ROLE helper LOGIN CREATEROLE PASSWORD 'helper-pw'")
+        .await
+        .expect("a role with some privileges");
+    let config = sql::ConnectionConfig {
+        user: "helper".into(),
+        password: "helper-pw".into(),
+        ..admin_config(&pg)
+    };
+    let error = provision(&config, &desired("orders", "uid-1"))
+        .await
+        .expect_err("not a superuser");
+    assert!(
+        matches!(
+            error,
+            DatabaseError::Catalog(catalog::CatalogError::NotSuperuser)
+        ),
+        "{error:?}"
+    );
+    assert!(error.needs_attention());
+    assert_eq!(
+        role_and_schema_count(&admin(&pg).await, "orders").await,
+        (0, 0)
+    );
+}

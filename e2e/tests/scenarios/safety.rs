@@ -203,3 +203,78 @@ pub async fn deleting_without_hanging(env: &Env) -> Result<()> {
     );
     Ok(())
 }
+
+/// A platform team keeps the CitusCluster and its superuser Secret in their own namespace; a
+/// team's Microservice references it from theirs, where no superuser Secret exists, as far as
+/// the cluster allows (by name or by namespace label).
+pub async fn cluster_in_another_namespace(env: &Env) -> Result<()> {
+    let pg = TempPostgres::start()?;
+    for ns in ["platform", "team-a", "team-b"] {
+        namespace(env, ns).await?;
+    }
+    cluster(env, "platform", "shared", &pg).await?;
+    let clusters: Api<tessera::crd::CitusCluster> = Api::namespaced(env.client.clone(), "platform");
+    let allow = json!({"spec": {"allowedNamespaces": {
+        "names": ["team-a"],
+        "selector": {"matchLabels": {"tessera.dev/tenant": "yes"}},
+    }}});
+    clusters
+        .patch(
+            "shared",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&allow),
+        )
+        .await?;
+    let reference = json!({"clusterRef": {"name": "shared", "namespace": "platform"}});
+    let team_a: Api<Microservice> = Api::namespaced(env.client.clone(), "team-a");
+    let mut ms = microservice("invoices", "shared", "example/invoices:1", json!({}))?;
+    ms.spec.database.cluster_ref = serde_json::from_value(reference["clusterRef"].clone())?;
+    team_a.create(&PostParams::default(), &ms).await?;
+    let ready = wait_condition(env, "team-a", "invoices", "Ready", "True", None).await?;
+    ensure!(
+        ready
+            .status
+            .and_then(|s| s.database)
+            .is_some_and(|d| d.role == "invoices"),
+        "provisioned on the platform's cluster"
+    );
+    let team_a_secrets: Api<Secret> = Api::namespaced(env.client.clone(), "team-a");
+    let names: Vec<String> = team_a_secrets
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .map(|s| s.name_any())
+        .collect();
+    ensure!(
+        names == ["invoices-db"],
+        "team-a holds only its service's own Secret, no superuser's: {names:?}"
+    );
+
+    // team-b is neither named nor labelled: Stalled, nothing on the database.
+    let team_b: Api<Microservice> = Api::namespaced(env.client.clone(), "team-b");
+    let mut ms = microservice("ledger", "shared", "example/ledger:1", json!({}))?;
+    ms.spec.database.cluster_ref = serde_json::from_value(reference["clusterRef"].clone())?;
+    team_b.create(&PostParams::default(), &ms).await?;
+    let stalled = wait_condition(env, "team-b", "ledger", "Stalled", "True", None).await?;
+    let (_, reason, message) = condition(&stalled, "Stalled").context("Stalled")?;
+    ensure!(
+        reason == "ClusterNotAllowed" && message.contains("allowedNamespaces"),
+        "{reason}: {message}"
+    );
+    ensure!(!role_and_schema(&pg, "ledger").await?.0);
+
+    // Labelled as a tenant, team-b is allowed.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client.clone());
+    let label = json!({"metadata": {"labels": {"tessera.dev/tenant": "yes"}}});
+    namespaces
+        .patch(
+            "team-b",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&label),
+        )
+        .await?;
+    wait_condition(env, "team-b", "ledger", "Ready", "True", None).await?;
+    ensure!(role_and_schema(&pg, "ledger").await?.0);
+    Ok(())
+}

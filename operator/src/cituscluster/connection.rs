@@ -1,6 +1,8 @@
 //! From a CitusCluster and its credentials Secret to a connection to the coordinator.
 
-use k8s_openapi::api::core::v1::Secret;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{Api, Client};
 
 use super::build::superuser_ref;
@@ -12,8 +14,16 @@ use crate::sql::ConnectionConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("CitusCluster {name:?} does not exist in this namespace")]
-    NotFound { name: String },
+    #[error("CitusCluster {namespace}/{name} does not exist")]
+    NotFound { namespace: String, name: String },
+    #[error("CitusCluster {namespace}/{name} does not allow Microservices of namespace {from:?} (its spec.allowedNamespaces)")]
+    NotAllowed {
+        namespace: String,
+        name: String,
+        from: String,
+    },
+    #[error("CitusCluster {name:?}: {message}")]
+    InsufficientPrivileges { name: String, message: String },
     #[error("CitusCluster {name:?} is not ready yet: {message}")]
     NotReady { name: String, message: String },
     #[error("CitusCluster {name:?} sets neither spec.managed nor spec.external")]
@@ -34,6 +44,8 @@ impl ClusterError {
     pub fn reason(&self) -> &'static str {
         match self {
             ClusterError::NotFound { .. } => "ClusterNotFound",
+            ClusterError::NotAllowed { .. } => "ClusterNotAllowed",
+            ClusterError::InsufficientPrivileges { .. } => "InsufficientPrivileges",
             ClusterError::NotReady { .. } => "ClusterNotReady",
             ClusterError::NoSpec { .. } | ClusterError::InvalidPort(_) => "InvalidSpec",
             ClusterError::CredentialsSecretMissing { .. }
@@ -181,10 +193,28 @@ pub fn not_ready_for_services(cluster: &CitusCluster) -> Option<String> {
         .then(|| "no node can hold shards yet: its workers are being registered".to_string())
 }
 
-/// Reads the CitusCluster `name` in `namespace` and its credentials. A managed cluster is used
-/// once it can take services (see `not_ready_for_services`).
+/// Whether Microservices of namespace `from` (with `labels`) may use `cluster` (pure).
+pub fn allows(cluster: &CitusCluster, from: &str, labels: &BTreeMap<String, String>) -> bool {
+    use kube::core::{Selector, SelectorExt};
+    if cluster.metadata.namespace.as_deref() == Some(from) {
+        return true;
+    }
+    let Some(allowed) = &cluster.spec.allowed_namespaces else {
+        return false;
+    };
+    allowed.names.iter().any(|n| n == from)
+        || allowed.selector.clone().is_some_and(|selector| {
+            Selector::try_from(selector).is_ok_and(|s| !s.selects_all() && s.matches(labels))
+        })
+}
+
+/// Reads the CitusCluster `namespace/name` for a Microservice of namespace `from`, checks that
+/// the cluster allows it (before anything else of the cluster is read), and reads its
+/// credentials. A managed cluster is used once it can take services (see
+/// `not_ready_for_services`).
 pub async fn resolve(
     client: &Client,
+    from: &str,
     namespace: &str,
     name: &str,
     settings: &Settings,
@@ -194,8 +224,30 @@ pub async fn resolve(
         .get_opt(name)
         .await?
         .ok_or_else(|| ClusterError::NotFound {
+            namespace: namespace.to_string(),
             name: name.to_string(),
         })?;
+    if from != namespace {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let labels = namespaces
+            .get_opt(from)
+            .await?
+            .and_then(|ns| ns.metadata.labels)
+            .unwrap_or_default();
+        if !allows(&cluster, from, &labels) {
+            return Err(ClusterError::NotAllowed {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                from: from.to_string(),
+            });
+        }
+    }
+    if let Some(message) = insufficient_privileges(&cluster) {
+        return Err(ClusterError::InsufficientPrivileges {
+            name: name.to_string(),
+            message,
+        });
+    }
     if let Some(message) = not_ready_for_services(&cluster) {
         return Err(ClusterError::NotReady {
             name: name.to_string(),
@@ -206,6 +258,16 @@ pub async fn resolve(
     let secret = read_secret(client, namespace, &endpoint.credentials).await?;
     let config = connection_config(&endpoint, &secret, settings)?;
     Ok((cluster, config))
+}
+
+/// What the cluster's Privileges condition says is missing, if it says so.
+pub fn insufficient_privileges(cluster: &CitusCluster) -> Option<String> {
+    let status = cluster.status.as_ref()?;
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == super::status::PRIVILEGES && c.status == "False")
+        .map(|c| c.message.clone())
 }
 
 #[cfg(test)]
@@ -263,5 +325,30 @@ mod tests {
         let mut external = registering.clone();
         external.spec.managed = None;
         assert_eq!(not_ready_for_services(&external), None);
+    }
+
+    #[test]
+    fn a_cluster_allows_its_own_namespace_and_the_ones_it_names_or_selects() {
+        let mut cluster = managed(true, vec![]);
+        let none = BTreeMap::new();
+        let tenant = BTreeMap::from([("tessera.dev/tenant".to_string(), "yes".to_string())]);
+        assert!(allows(&cluster, "db", &none), "its own namespace");
+        assert!(
+            !allows(&cluster, "team-a", &tenant),
+            "nobody else by default"
+        );
+        cluster.spec.allowed_namespaces = Some(
+            serde_yaml::from_str(
+                "{names: [team-a], selector: {matchLabels: {tessera.dev/tenant: 'yes'}}}",
+            )
+            .expect("yaml"),
+        );
+        assert!(allows(&cluster, "team-a", &none));
+        assert!(allows(&cluster, "team-b", &tenant));
+        assert!(!allows(&cluster, "team-c", &none));
+        // An empty selector would select everything: it allows nothing by itself.
+        cluster.spec.allowed_namespaces =
+            Some(serde_yaml::from_str("{selector: {}}").expect("yaml"));
+        assert!(!allows(&cluster, "team-c", &none));
     }
 }

@@ -23,6 +23,8 @@ pub enum DatabaseError {
     Preflight(#[source] tokio_postgres::Error),
     #[error("the database work did not finish within {0:?}; it is retried")]
     Timeout(std::time::Duration),
+    #[error("user {0:?} is not a superuser on the coordinator; Tessera needs one to create roles, check their passwords, distribute schemas and change Citus's nodes")]
+    NotSuperuser(String),
 }
 
 impl DatabaseError {
@@ -36,6 +38,7 @@ impl DatabaseError {
             DatabaseError::Step(_) => "MembershipChangeFailed",
             DatabaseError::Preflight(_) => "PreflightFailed",
             DatabaseError::Timeout(_) => "DatabaseTimeout",
+            DatabaseError::NotSuperuser(_) => "NotSuperuser",
         }
     }
 
@@ -43,6 +46,7 @@ impl DatabaseError {
         matches!(
             self,
             DatabaseError::Connect(ConnectError::Authentication { .. })
+                | DatabaseError::NotSuperuser(_)
         )
     }
 }
@@ -201,6 +205,9 @@ async fn round_now(
     plan_for: impl FnOnce(&ClusterCatalog) -> Plan,
 ) -> Result<Round, DatabaseError> {
     let catalog = read_catalog(client, superuser.map(|c| c.password.as_str())).await?;
+    if !catalog.superuser {
+        return Err(DatabaseError::NotSuperuser(catalog.current_user));
+    }
     let plan = plan_for(&catalog);
     let execution = execute(client, &plan, needs_logical, superuser).await?;
     let catalog = if execution.applied.steps.is_empty() {

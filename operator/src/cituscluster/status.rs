@@ -17,6 +17,7 @@ pub const PREFLIGHT: &str = "Preflight";
 pub const REBALANCING: &str = "Rebalancing";
 pub const DRAINING: &str = "Draining";
 pub const DEGRADED: &str = "Degraded";
+pub const PRIVILEGES: &str = "Privileges";
 
 /// An Event to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -432,6 +433,12 @@ fn conditions(
         "CoordinatorReachable",
         format!("{} answers: {flavour}", obs.endpoint),
     );
+    let privileges = Observed::new(
+        PRIVILEGES,
+        true,
+        "Superuser",
+        format!("{} is a superuser, as Tessera needs", catalog.current_user),
+    );
 
     let waiting: Vec<String> = plan
         .workers
@@ -670,6 +677,7 @@ fn conditions(
         reconciling,
         Observed::new(STALLED, false, "NotStalled", "no problem needs a person"),
         coordinator,
+        privileges,
         workers,
         preflight,
         rebalancing,
@@ -719,9 +727,22 @@ pub fn failed(
             },
         ),
         Observed::new(STALLED, needs_attention, reason, message),
-        Observed::new(COORDINATOR_READY, false, reason, message),
+        Observed::new(COORDINATOR_READY, reason == "NotSuperuser", reason, message),
     ];
-    for type_ in [WORKERS_READY, PREFLIGHT, REBALANCING, DRAINING, DEGRADED] {
+    if reason == "NotSuperuser" {
+        observed.push(Observed::new(PRIVILEGES, false, reason, message));
+    }
+    for type_ in [
+        PRIVILEGES,
+        WORKERS_READY,
+        PREFLIGHT,
+        REBALANCING,
+        DRAINING,
+        DEGRADED,
+    ] {
+        if observed.iter().any(|o| o.type_ == type_) {
+            continue;
+        }
         if let Some(kept) = conditions::carried(type_, &previous.conditions) {
             observed.push(kept);
         }

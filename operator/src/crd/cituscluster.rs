@@ -84,6 +84,23 @@ pub struct CitusClusterSpec {
     /// When and how shards move between workers.
     #[serde(default)]
     pub rebalance: RebalanceSpec,
+    /// The namespaces whose Microservices may use this cluster, by name or label; default: the
+    /// CitusCluster's own namespace alone. A Microservice elsewhere is Stalled, and nothing of
+    /// the cluster (its superuser Secret above all) is read for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<AllowedNamespaces>,
+}
+
+/// Namespaces allowed to reference a CitusCluster; either list allowing is enough.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedNamespaces {
+    /// Namespaces by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Namespaces by their labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
 }
 
 /// A cluster whose StatefulSets, Services, configuration and superuser Tessera manages.

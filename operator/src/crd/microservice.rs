@@ -245,10 +245,10 @@ pub struct PodTemplateOverrides {
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "!has(oldSelf.role) || (has(self.role) && self.role == oldSelf.role)", "message": "role is immutable once set"},
     {"rule": "!has(oldSelf.schema) || (has(self.schema) && self.schema == oldSelf.schema)", "message": "schema is immutable once set"},
-    {"rule": "self.clusterRef.name == oldSelf.clusterRef.name", "message": "clusterRef is immutable: the role and schema live on that cluster"}
+    {"rule": "self.clusterRef == oldSelf.clusterRef", "message": "clusterRef is immutable: the role and schema live on that cluster"}
 ]))]
 pub struct DatabaseSpec {
-    /// The CitusCluster (same namespace) that holds the role and schema.
+    /// The CitusCluster that holds the role and schema.
     pub cluster_ref: ClusterRef,
     /// The role the service logs in as. Default: the resource name with `-` replaced by `_`.
     /// A lowercase unquoted PostgreSQL identifier; immutable once set.
@@ -274,11 +274,17 @@ pub struct DatabaseSpec {
     pub deletion_policy: DeletionPolicy,
 }
 
-/// A reference to a CitusCluster in the same namespace.
+/// A reference to a CitusCluster.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct ClusterRef {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// The CitusCluster's namespace (default: the Microservice's). The CitusCluster must allow
+    /// this Microservice's namespace (its spec.allowedNamespaces); its superuser Secret stays in
+    /// its own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -74,10 +74,16 @@ pub async fn cleanup(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action,
         "retrying with backoff; if the database is gone for good, annotate the Microservice with {SKIP_CLEANUP_ANNOTATION}=true to let it go"
     );
 
+    let reference = &ms.spec.database.cluster_ref;
+    let cluster_namespace = reference
+        .namespace
+        .clone()
+        .unwrap_or_else(|| namespace.clone());
     let connection = match resolve(
         &ctx.client,
         &namespace,
-        &ms.spec.database.cluster_ref.name,
+        &cluster_namespace,
+        &reference.name,
         &ctx.settings,
     )
     .await

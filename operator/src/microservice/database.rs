@@ -45,6 +45,7 @@ impl DatabaseError {
             DatabaseError::Conflict(_)
             | DatabaseError::Connect(ConnectError::Authentication { .. })
             | DatabaseError::Catalog(CatalogError::NonStandardStrings)
+            | DatabaseError::Catalog(CatalogError::NotSuperuser)
             | DatabaseError::DropBlocked(_) => true,
             DatabaseError::Apply(error) => error
                 .code

@@ -156,7 +156,10 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
                     .state()
                     .iter()
                     .filter(|ms| {
-                        ms.namespace() == namespace && ms.spec.database.cluster_ref.name == name
+                        let reference = &ms.spec.database.cluster_ref;
+                        let referenced_namespace =
+                            reference.namespace.clone().or_else(|| ms.namespace());
+                        referenced_namespace == namespace && reference.name == name
                     })
                     .map(|ms| ObjectRef::from_obj(&**ms))
                     .collect::<Vec<_>>()
@@ -268,6 +271,7 @@ async fn provision(
     let (_cluster, connection) = resolve(
         &ctx.client,
         &effective.namespace,
+        &effective.cluster_namespace,
         &effective.cluster,
         &ctx.settings,
     )

@@ -15,6 +15,8 @@ pub struct Effective {
     pub role: String,
     pub schema: String,
     pub cluster: String,
+    /// The CitusCluster's namespace.
+    pub cluster_namespace: String,
     /// The user asked for distribution (default true); it happens only on Citus.
     pub distribute: bool,
     pub connection_limit: i32,
@@ -98,6 +100,11 @@ pub fn validate(ms: &Microservice) -> Result<Effective, ValidationError> {
         )));
     }
     check_ports(ms)?;
+    let cluster_namespace = db
+        .cluster_ref
+        .namespace
+        .clone()
+        .unwrap_or_else(|| namespace.clone());
     Ok(Effective {
         secret_name: secret_name(&name),
         name,
@@ -106,6 +113,7 @@ pub fn validate(ms: &Microservice) -> Result<Effective, ValidationError> {
         role,
         schema,
         cluster: db.cluster_ref.name.clone(),
+        cluster_namespace,
         distribute: db.distributed.unwrap_or(true),
         connection_limit,
         deletion_policy: db.deletion_policy,

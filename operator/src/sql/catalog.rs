@@ -79,6 +79,8 @@ pub enum CatalogError {
     Query(#[from] tokio_postgres::Error),
     #[error("standard_conforming_strings is off on the server; Tessera requires it on")]
     NonStandardStrings,
+    #[error("the operator's database user is not a superuser; Tessera needs one to create roles and check their passwords")]
+    NotSuperuser,
 }
 
 const BASE_QUERY: &str = "
@@ -240,6 +242,9 @@ pub async fn read_with(
         return Err(CatalogError::NonStandardStrings);
     }
     let is_superuser: bool = base.get::<_, Option<bool>>("is_superuser").unwrap_or(false);
+    if !is_superuser {
+        return Err(CatalogError::NotSuperuser);
+    }
     let citus_version: Option<String> = base.get("citus_version");
     let has_dist_schema: bool = base.get("has_dist_schema");
 

@@ -10,6 +10,8 @@ pub struct ClusterCatalog {
     pub citus_version: Option<String>,
     /// The role the operator is connected as.
     pub current_user: String,
+    /// That role is a superuser (what Tessera needs).
+    pub superuser: bool,
     pub nodes: Vec<Node>,
     /// The newest job of type `rebalance` (drains are rebalance jobs too).
     pub job: Option<Job>,
@@ -115,7 +117,8 @@ impl Job {
 const VERSION_QUERY: &str = "
 SELECT current_setting('server_version'),
        (SELECT extversion FROM pg_extension WHERE extname = 'citus'),
-       current_user::text";
+       current_user::text,
+       coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)";
 
 /// Each node with its placements; a placement is sole when no other group holds its shard (the
 /// test `citus_remove_node` applies).
@@ -170,6 +173,7 @@ pub async fn read(client: &mut Client) -> Result<ClusterCatalog, tokio_postgres:
         server_version: row.get(0),
         citus_version: row.get(1),
         current_user: row.get(2),
+        superuser: row.get(3),
         ..ClusterCatalog::default()
     };
     if catalog.has_citus() {

@@ -423,7 +423,7 @@ async fn crd_validation(env: &Env) -> Result<()> {
 }
 
 async fn role_and_schema(pg: &TempPostgres, name: &str) -> Result<(bool, bool, Option<String>)> {
-    let admin = citus::superuser(pg).await?;
+    let admin = citus::local_superuser(pg).await?;
     let row = admin
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1), \

@@ -32,6 +32,8 @@ fn details() -> ConnectionDetails {
         dbname: "app".into(),
         user: "will be replaced".into(),
         password: "p@ss:w/rd?&=".into(),
+        ssl_mode: tessera::sql::tls::SslMode::Require,
+        ca_pem: None,
     }
 }
 
@@ -194,12 +196,12 @@ fn secret_uris_are_percent_encoded() {
     });
     assert_eq!(
         data["uri"],
-        "postgresql://users_rw:p%40ss%3Aw%2Frd%3F%26%3D@coordinator.citus.svc:5432/app"
+        "postgresql://users_rw:p%40ss%3Aw%2Frd%3F%26%3D@coordinator.citus.svc:5432/app?sslmode=require"
     );
     assert_eq!(data["DATABASE_URL"], data["uri"]);
     assert_eq!(
         data["jdbc-uri"],
-        "jdbc:postgresql://coordinator.citus.svc:5432/app?user=users_rw&password=p%40ss%3Aw%2Frd%3F%26%3D"
+        "jdbc:postgresql://coordinator.citus.svc:5432/app?user=users_rw&password=p%40ss%3Aw%2Frd%3F%26%3D&sslmode=require"
     );
     for key in [
         "host",
@@ -212,6 +214,8 @@ fn secret_uris_are_percent_encoded() {
         "PGDATABASE",
         "PGUSER",
         "PGPASSWORD",
+        "PGSSLMODE",
+        "sslmode",
     ] {
         assert!(data.contains_key(key), "{key}");
     }

@@ -57,6 +57,22 @@ pub async fn connect(pg: &TempPostgres, user: &str, password: &str) -> Result<Cl
     Ok(client)
 }
 
+/// Connects as the superuser over the server's Unix socket, whatever TCP clients must do (TLS,
+/// passwords): for tests that check what is on the server.
+pub async fn local_superuser(pg: &TempPostgres) -> Result<Client, CitusError> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host_path(pg.socket_dir())
+        .port(pg.port())
+        .dbname("postgres")
+        .user(pg.superuser())
+        .connect_timeout(Duration::from_secs(10))
+        .connect(NoTls)
+        .await
+        .map_err(sql(format!("connect to {} over its socket", pg.port())))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
 /// Connects as the superuser with its password.
 pub async fn superuser(pg: &TempPostgres) -> Result<Client, CitusError> {
     connect(pg, pg.superuser(), pg.superuser_password()).await

@@ -7,6 +7,7 @@
 //! refuses to run as root), so the directories are handed to that user.
 
 pub mod citus;
+pub mod tls;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -186,6 +187,8 @@ pub struct Builder {
     preload: Vec<String>,
     trust_tcp: bool,
     password: Option<String>,
+    tls: Option<(String, String)>,
+    tls_only: bool,
 }
 
 impl Default for Builder {
@@ -205,6 +208,8 @@ impl Default for Builder {
             preload: Vec::new(),
             trust_tcp: false,
             password: None,
+            tls: None,
+            tls_only: false,
         }
     }
 }
@@ -248,6 +253,18 @@ impl Builder {
         self
     }
 
+    /// Serve TLS with this certificate chain and key (PEM).
+    pub fn tls(mut self, cert_pem: impl Into<String>, key_pem: impl Into<String>) -> Self {
+        self.tls = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// Accept TCP clients only over TLS (`hostssl` rules; needs `tls`).
+    pub fn tls_only(mut self, only: bool) -> Self {
+        self.tls_only = only;
+        self
+    }
+
     /// The superuser's password for a new cluster (default: random). A kept data directory keeps
     /// the password it was created with.
     pub fn superuser_password(mut self, password: impl Into<String>) -> Self {
@@ -287,8 +304,36 @@ impl Builder {
             fs::write(&password_file, &password).map_err(io_err("write password file"))?;
             installation.hand_over(&password_file)?;
             init_cluster(&installation, &data, &password_file, self.trust_tcp)?;
+            if self.tls_only {
+                let hba = data.join("pg_hba.conf");
+                let text = fs::read_to_string(&hba).map_err(io_err("read pg_hba.conf"))?;
+                let ssl_only: String = text
+                    .lines()
+                    .map(|l| match l.strip_prefix("host ") {
+                        Some(rest) => format!("hostssl {rest}\n"),
+                        None => format!("{l}\n"),
+                    })
+                    .collect();
+                fs::write(&hba, ssl_only).map_err(io_err("write pg_hba.conf"))?;
+            }
             password
         };
+        let mut builder = self;
+        if let Some((cert, key)) = builder.tls.take() {
+            let cert_file = root.path().join("server.crt");
+            let key_file = root.path().join("server.key");
+            fs::write(&cert_file, cert).map_err(io_err("write server.crt"))?;
+            fs::write(&key_file, key).map_err(io_err("write server.key"))?;
+            for file in [&cert_file, &key_file] {
+                installation.hand_over(file)?;
+            }
+            builder.settings.extend([
+                ("ssl".to_string(), "on".to_string()),
+                ("ssl_cert_file".to_string(), cert_file.display().to_string()),
+                ("ssl_key_file".to_string(), key_file.display().to_string()),
+            ]);
+        }
+        let this = builder;
         if !socket_dir.exists() {
             fs::create_dir(&socket_dir).map_err(io_err("mkdir socket dir"))?;
         }
@@ -296,26 +341,26 @@ impl Builder {
 
         let mut last_error = None;
         for _ in 0..3 {
-            let port = match self.port {
+            let port = match this.port {
                 Some(port) => port,
-                None => free_port(&self.host)?,
+                None => free_port(&this.host)?,
             };
-            match start_server(&installation, &self, &data, &socket_dir, port) {
+            match start_server(&installation, &this, &data, &socket_dir, port) {
                 Ok(child) => {
                     return Ok(TempPostgres {
                         installation,
                         root,
                         child: Some(child),
-                        host: self.host,
+                        host: this.host,
                         port,
                         password,
-                        builder_settings: self.settings,
-                        preload: self.preload,
+                        builder_settings: this.settings,
+                        preload: this.preload,
                     })
                 }
                 Err(error) => last_error = Some(error),
             }
-            if self.port.is_some() {
+            if this.port.is_some() {
                 break;
             }
         }
@@ -499,6 +544,11 @@ impl TempPostgres {
         &self.password
     }
 
+    /// The directory of the server's Unix socket (local connections are trusted).
+    pub fn socket_dir(&self) -> PathBuf {
+        self.root.path().join("socket")
+    }
+
     pub fn installation(&self) -> &Installation {
         &self.installation
     }
@@ -562,6 +612,8 @@ impl TempPostgres {
             preload: self.preload.clone(),
             trust_tcp: false,
             password: None,
+            tls: None,
+            tls_only: false,
         };
         let data = self.root.path().join("data");
         let socket_dir = self.root.path().join("socket");

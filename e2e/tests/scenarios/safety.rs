@@ -206,15 +206,29 @@ pub async fn deleting_without_hanging(env: &Env) -> Result<()> {
 
 /// A platform team keeps the CitusCluster and its superuser Secret in their own namespace; a
 /// team's Microservice references it from theirs, where no superuser Secret exists, as far as
-/// the cluster allows (by name or by namespace label).
+/// the cluster allows (by name or by namespace label). The coordinator takes TLS clients only,
+/// and the cluster checks its certificate fully (sslMode verify-full with the CA's Secret).
 pub async fn cluster_in_another_namespace(env: &Env) -> Result<()> {
-    let pg = TempPostgres::start()?;
+    let certificates = pgtemp::tls::certificates(&["127.0.0.1"])?;
+    let pg = TempPostgres::builder()
+        .tls(&certificates.server_pem, &certificates.server_key_pem)
+        .tls_only(true)
+        .start()?;
     for ns in ["platform", "team-a", "team-b"] {
         namespace(env, ns).await?;
     }
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), "platform");
+    let ca: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "coordinator-ca"},
+        "stringData": {"ca.crt": certificates.ca_pem},
+    }))?;
+    secrets.create(&PostParams::default(), &ca).await?;
     cluster(env, "platform", "shared", &pg).await?;
     let clusters: Api<tessera::crd::CitusCluster> = Api::namespaced(env.client.clone(), "platform");
-    let allow = json!({"spec": {"allowedNamespaces": {
+    let allow = json!({"spec": {
+        "sslMode": "verify-full",
+        "caSecretRef": {"name": "coordinator-ca"},
+        "allowedNamespaces": {
         "names": ["team-a"],
         "selector": {"matchLabels": {"tessera.dev/tenant": "yes"}},
     }}});
@@ -250,6 +264,22 @@ pub async fn cluster_in_another_namespace(env: &Env) -> Result<()> {
         names == ["invoices-db"],
         "team-a holds only its service's own Secret, no superuser's: {names:?}"
     );
+    // The service is told to check the coordinator the same way.
+    let data = crate::secret_text(&team_a_secrets.get("invoices-db").await?);
+    ensure!(
+        data.get("PGSSLMODE").map(String::as_str) == Some("verify-full"),
+        "{:?}",
+        data.get("PGSSLMODE")
+    );
+    ensure!(
+        data.get("uri")
+            .is_some_and(|u| u.ends_with("?sslmode=verify-full")),
+        "{:?}",
+        data.get("uri")
+    );
+    ensure!(data
+        .get("ca.crt")
+        .is_some_and(|c| c.contains("BEGIN CERTIFICATE")));
 
     // team-b is neither named nor labelled: Stalled, nothing on the database.
     let team_b: Api<Microservice> = Api::namespaced(env.client.clone(), "team-b");

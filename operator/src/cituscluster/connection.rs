@@ -78,6 +78,8 @@ pub struct Endpoint {
     pub port: i32,
     pub database: String,
     pub credentials: CredentialsSecretRef,
+    pub ssl_mode: crate::sql::tls::SslMode,
+    pub ca: Option<crate::crd::cituscluster::CaSecretRef>,
 }
 
 impl Endpoint {
@@ -98,6 +100,8 @@ pub fn endpoint(cluster: &CitusCluster, domain: &str) -> Result<Endpoint, Cluste
                 port: POSTGRES_PORT,
                 database: DATABASE.to_string(),
                 credentials: superuser_ref(managed, &names),
+                ssl_mode: cluster.spec.ssl_mode.mode(),
+                ca: cluster.spec.ca_secret_ref.clone(),
             })
         }
         (None, Some(external)) => Ok(Endpoint {
@@ -105,6 +109,8 @@ pub fn endpoint(cluster: &CitusCluster, domain: &str) -> Result<Endpoint, Cluste
             port: external.port,
             database: external.database.clone(),
             credentials: external.credentials_secret_ref.clone(),
+            ssl_mode: cluster.spec.ssl_mode.mode(),
+            ca: cluster.spec.ca_secret_ref.clone(),
         }),
         (None, None) => Err(ClusterError::NoSpec { name }),
     }
@@ -135,10 +141,11 @@ pub fn credentials(
     ))
 }
 
-/// The connection settings an endpoint and its credentials Secret describe (pure).
+/// The connection settings an endpoint, its credentials Secret and its CA describe (pure).
 pub fn connection_config(
     endpoint: &Endpoint,
     secret: &Secret,
+    ca_pem: Option<String>,
     settings: &Settings,
 ) -> Result<ConnectionConfig, ClusterError> {
     let (user, password) = credentials(&endpoint.credentials, secret)?;
@@ -152,6 +159,10 @@ pub fn connection_config(
         password,
         connect_timeout: settings.connect_timeout,
         limits: settings.limits,
+        tls: crate::sql::tls::Tls {
+            mode: endpoint.ssl_mode,
+            ca_pem,
+        },
     })
 }
 
@@ -191,6 +202,37 @@ pub fn not_ready_for_services(cluster: &CitusCluster) -> Option<String> {
         .any(|n| n.active && n.should_have_shards && n.node_id.is_some());
     (!can_hold_shards)
         .then(|| "no node can hold shards yet: its workers are being registered".to_string())
+}
+
+/// The CA certificates (PEM) the endpoint's caSecretRef names, if it names any.
+pub async fn read_ca(
+    client: &Client,
+    namespace: &str,
+    endpoint: &Endpoint,
+) -> Result<Option<String>, ClusterError> {
+    let Some(reference) = &endpoint.ca else {
+        return Ok(None);
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = secrets.get_opt(&reference.name).await?.ok_or_else(|| {
+        ClusterError::CredentialsSecretMissing {
+            secret: reference.name.clone(),
+        }
+    })?;
+    let pem = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&reference.key))
+        .ok_or_else(|| ClusterError::CredentialsKeyMissing {
+            secret: reference.name.clone(),
+            key: reference.key.clone(),
+        })?;
+    String::from_utf8(pem.0.clone())
+        .map(Some)
+        .map_err(|_| ClusterError::CredentialsNotText {
+            secret: reference.name.clone(),
+            key: reference.key.clone(),
+        })
 }
 
 /// Whether Microservices of namespace `from` (with `labels`) may use `cluster` (pure).
@@ -256,7 +298,8 @@ pub async fn resolve(
     }
     let endpoint = endpoint(&cluster, &settings.cluster_domain)?;
     let secret = read_secret(client, namespace, &endpoint.credentials).await?;
-    let config = connection_config(&endpoint, &secret, settings)?;
+    let ca = read_ca(client, namespace, &endpoint).await?;
+    let config = connection_config(&endpoint, &secret, ca, settings)?;
     Ok((cluster, config))
 }
 

@@ -33,6 +33,7 @@ impl DatabaseError {
             DatabaseError::Connect(ConnectError::Unreachable { .. }) => "CoordinatorUnreachable",
             DatabaseError::Connect(ConnectError::Authentication { .. }) => "CredentialsRejected",
             DatabaseError::Connect(ConnectError::Refused { .. }) => "ConnectionRefused",
+            DatabaseError::Connect(ConnectError::Tls { .. }) => "TlsFailed",
             DatabaseError::Catalog(_) => "CatalogReadFailed",
             DatabaseError::Bootstrap { .. } => "NodeSetupFailed",
             DatabaseError::Step(_) => "MembershipChangeFailed",
@@ -46,6 +47,7 @@ impl DatabaseError {
         matches!(
             self,
             DatabaseError::Connect(ConnectError::Authentication { .. })
+                | DatabaseError::Connect(ConnectError::Tls { .. })
                 | DatabaseError::NotSuperuser(_)
         )
     }

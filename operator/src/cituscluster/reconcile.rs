@@ -300,7 +300,8 @@ async fn reconcile_valid(
     let uid = cluster.uid().unwrap_or_default();
     let endpoint = connection::endpoint(cluster, &settings.cluster_domain)?;
     let secret = superuser(cluster, effective, &endpoint, cc).await?;
-    let config = connection::connection_config(&endpoint, &secret, settings)?;
+    let ca = connection::read_ca(&ctx.client, ns, &endpoint).await?;
+    let config = connection::connection_config(&endpoint, &secret, ca, settings)?;
     let previous = cluster.status.clone().unwrap_or_default();
 
     // Managed: everything but the worker StatefulSet, whose size follows the plan.

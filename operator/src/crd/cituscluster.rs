@@ -89,6 +89,53 @@ pub struct CitusClusterSpec {
     /// the cluster (its superuser Secret above all) is read for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_namespaces: Option<AllowedNamespaces>,
+    /// TLS to the coordinator, with libpq's meanings: `disable`, `prefer` (default),
+    /// `require`, `verify-ca`, `verify-full`. The services' Secrets carry the same mode.
+    #[serde(default)]
+    pub ssl_mode: SslModeSpec,
+    /// A Secret (same namespace) with the CA that signed the coordinator's certificate; needed
+    /// by `verify-ca` and `verify-full`, and checked in every mode when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<CaSecretRef>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslModeSpec {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslModeSpec {
+    pub fn mode(self) -> crate::sql::tls::SslMode {
+        use crate::sql::tls::SslMode;
+        match self {
+            SslModeSpec::Disable => SslMode::Disable,
+            SslModeSpec::Prefer => SslMode::Prefer,
+            SslModeSpec::Require => SslMode::Require,
+            SslModeSpec::VerifyCa => SslMode::VerifyCa,
+            SslModeSpec::VerifyFull => SslMode::VerifyFull,
+        }
+    }
+}
+
+/// A key of a Secret holding PEM certificates.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaSecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key holding the PEM certificates (default `ca.crt`).
+    #[serde(default = "default_ca_key")]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".to_string()
 }
 
 /// Namespaces allowed to reference a CitusCluster; either list allowing is enough.

@@ -33,6 +33,9 @@ pub struct ConnectionDetails {
     pub dbname: String,
     pub user: String,
     pub password: String,
+    pub ssl_mode: crate::sql::tls::SslMode,
+    /// The CA certificates (PEM) the coordinator's certificate is checked against.
+    pub ca_pem: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectionDetails {
@@ -42,6 +45,7 @@ impl std::fmt::Debug for ConnectionDetails {
             .field("port", &self.port)
             .field("dbname", &self.dbname)
             .field("user", &self.user)
+            .field("ssl_mode", &self.ssl_mode)
             .finish_non_exhaustive()
     }
 }
@@ -66,11 +70,14 @@ fn uri_host(host: &str) -> String {
     }
 }
 
-/// The Secret's keys and values.
+/// The Secret's keys and values: for libpq-style clients (`PG*`), URI clients (`uri`,
+/// `DATABASE_URL`) and JDBC (`jdbc-uri`), each with the cluster's sslmode; `ca.crt` when the
+/// cluster checks the coordinator's certificate (mount it and point `PGSSLROOTCERT` at it).
 pub fn secret_data(details: &ConnectionDetails) -> BTreeMap<String, String> {
     let host = uri_host(&details.host);
+    let sslmode = details.ssl_mode.as_str();
     let uri = format!(
-        "postgresql://{}:{}@{}:{}/{}",
+        "postgresql://{}:{}@{}:{}/{}?sslmode={sslmode}",
         encode(&details.user),
         encode(&details.password),
         host,
@@ -78,7 +85,7 @@ pub fn secret_data(details: &ConnectionDetails) -> BTreeMap<String, String> {
         encode(&details.dbname)
     );
     let jdbc = format!(
-        "jdbc:postgresql://{}:{}/{}?user={}&password={}",
+        "jdbc:postgresql://{}:{}/{}?user={}&password={}&sslmode={sslmode}",
         host,
         details.port,
         encode(&details.dbname),
@@ -86,12 +93,13 @@ pub fn secret_data(details: &ConnectionDetails) -> BTreeMap<String, String> {
         encode(&details.password)
     );
     let port = details.port.to_string();
-    BTreeMap::from([
+    let mut data = BTreeMap::from([
         ("host".to_string(), details.host.clone()),
         ("port".to_string(), port.clone()),
         ("dbname".to_string(), details.dbname.clone()),
         ("user".to_string(), details.user.clone()),
         ("password".to_string(), details.password.clone()),
+        ("sslmode".to_string(), sslmode.to_string()),
         ("uri".to_string(), uri.clone()),
         ("jdbc-uri".to_string(), jdbc),
         ("PGHOST".to_string(), details.host.clone()),
@@ -99,8 +107,13 @@ pub fn secret_data(details: &ConnectionDetails) -> BTreeMap<String, String> {
         ("PGDATABASE".to_string(), details.dbname.clone()),
         ("PGUSER".to_string(), details.user.clone()),
         ("PGPASSWORD".to_string(), details.password.clone()),
+        ("PGSSLMODE".to_string(), sslmode.to_string()),
         ("DATABASE_URL".to_string(), uri),
-    ])
+    ]);
+    if let Some(ca) = &details.ca_pem {
+        data.insert("ca.crt".to_string(), ca.clone());
+    }
+    data
 }
 
 /// A digest of the Secret's content: equal content, equal digest.

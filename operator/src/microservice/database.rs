@@ -30,6 +30,7 @@ impl DatabaseError {
             DatabaseError::Connect(ConnectError::Unreachable { .. }) => "DatabaseUnreachable",
             DatabaseError::Connect(ConnectError::Authentication { .. }) => "CredentialsRejected",
             DatabaseError::Connect(ConnectError::Refused { .. }) => "ConnectionRefused",
+            DatabaseError::Connect(ConnectError::Tls { .. }) => "TlsFailed",
             DatabaseError::Catalog(_) => "CatalogReadFailed",
             DatabaseError::Conflict(_) => "Conflict",
             DatabaseError::Apply(_) => "ApplyFailed",
@@ -44,6 +45,7 @@ impl DatabaseError {
         match self {
             DatabaseError::Conflict(_)
             | DatabaseError::Connect(ConnectError::Authentication { .. })
+            | DatabaseError::Connect(ConnectError::Tls { .. })
             | DatabaseError::Catalog(CatalogError::NonStandardStrings)
             | DatabaseError::Catalog(CatalogError::NotSuperuser)
             | DatabaseError::DropBlocked(_) => true,

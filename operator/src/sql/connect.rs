@@ -13,6 +13,7 @@ pub struct ConnectionConfig {
     pub password: String,
     pub connect_timeout: Duration,
     pub limits: SessionLimits,
+    pub tls: super::tls::Tls,
 }
 
 /// What every operator session is held to, so no statement hangs a reconcile: the timeouts are
@@ -47,6 +48,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("dbname", &self.dbname)
             .field("user", &self.user)
             .field("password", &"<redacted>")
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -73,6 +75,10 @@ pub enum ConnectError {
     /// Any other refusal (no such database, too many connections).
     #[error("{endpoint} refused the connection: {message}")]
     Refused { endpoint: String, message: String },
+    /// TLS could not be set up or the server's certificate was not accepted: a certificate or
+    /// CA to fix, not something that passes.
+    #[error("TLS to {endpoint} failed: {message}")]
+    Tls { endpoint: String, message: String },
 }
 
 impl ConnectError {
@@ -83,6 +89,9 @@ impl ConnectError {
 
 /// Opens a connection and drives it on a background task that ends with the client.
 pub async fn connect(config: &ConnectionConfig) -> Result<tokio_postgres::Client, ConnectError> {
+    use super::tls::SslMode;
+    use tokio_postgres::config::SslMode as PgSslMode;
+    let endpoint = config.endpoint();
     let mut pg = tokio_postgres::Config::new();
     pg.host(&config.host)
         .port(config.port)
@@ -95,29 +104,49 @@ pub async fn connect(config: &ConnectionConfig) -> Result<tokio_postgres::Client
             "-c statement_timeout={} -c lock_timeout={}",
             config.limits.statement_timeout.as_millis(),
             config.limits.lock_timeout.as_millis()
-        ));
-    let endpoint = config.endpoint();
-    let attempt = tokio::time::timeout(
-        config.connect_timeout + Duration::from_secs(1),
-        pg.connect(tokio_postgres::NoTls),
-    )
-    .await;
-    let (client, connection) = match attempt {
-        Err(_) => {
-            return Err(ConnectError::Unreachable {
-                endpoint,
-                message: format!("no answer within {:?}", config.connect_timeout),
-            })
+        ))
+        .ssl_mode(match config.tls.mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            _ => PgSslMode::Require,
+        });
+    let tls = super::tls::client_config(&config.tls).map_err(|e| ConnectError::Tls {
+        endpoint: endpoint.clone(),
+        message: e.to_string(),
+    })?;
+    let deadline = config.connect_timeout + Duration::from_secs(1);
+    let attempt = match tls {
+        None => tokio::time::timeout(deadline, pg.connect(tokio_postgres::NoTls))
+            .await
+            .map(|r| r.map(|(client, connection)| (client, drive(connection)))),
+        Some(tls) => {
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+            tokio::time::timeout(deadline, pg.connect(connector))
+                .await
+                .map(|r| r.map(|(client, connection)| (client, drive(connection))))
         }
-        Ok(Err(error)) => return Err(classify(error, endpoint, &config.user)),
-        Ok(Ok(pair)) => pair,
     };
+    match attempt {
+        Err(_) => Err(ConnectError::Unreachable {
+            endpoint,
+            message: format!("no answer within {:?}", config.connect_timeout),
+        }),
+        Ok(Err(error)) => Err(classify(error, endpoint, &config.user)),
+        Ok(Ok((client, ()))) => Ok(client),
+    }
+}
+
+/// Drives a connection on a background task that ends with the client.
+fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "coordinator connection closed");
         }
     });
-    Ok(client)
 }
 
 fn classify(error: tokio_postgres::Error, endpoint: String, user: &str) -> ConnectError {
@@ -140,10 +169,15 @@ fn classify(error: tokio_postgres::Error, endpoint: String, user: &str) -> Conne
                 ConnectError::Refused { endpoint, message }
             }
         }
-        None => ConnectError::Unreachable {
-            endpoint,
-            message: with_sources(&error),
-        },
+        None => {
+            let message = with_sources(&error);
+            if message.contains("TLS") || message.contains("SSL") || message.contains("certificate")
+            {
+                ConnectError::Tls { endpoint, message }
+            } else {
+                ConnectError::Unreachable { endpoint, message }
+            }
+        }
     }
 }
 

@@ -17,6 +17,7 @@ pub mod ownership;
 pub mod plan;
 pub mod quote;
 pub mod scram;
+pub mod tls;
 
 pub use catalog::Catalog;
 pub use connect::{connect, ConnectError, ConnectionConfig, SessionLimits, LONG_STATEMENT_TIMEOUT};

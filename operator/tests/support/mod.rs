@@ -22,6 +22,7 @@ pub fn admin_config(pg: &TempPostgres) -> ConnectionConfig {
         password: pg.superuser_password().into(),
         connect_timeout: Duration::from_secs(5),
         limits: Default::default(),
+        tls: Default::default(),
     }
 }
 

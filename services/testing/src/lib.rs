@@ -30,6 +30,7 @@ pub async fn provision_role(pg: &TempPostgres, name: &str) -> (String, String) {
         password: pg.superuser_password().into(),
         connect_timeout: Duration::from_secs(5),
         limits: Default::default(),
+        tls: Default::default(),
     };
     let desired = Desired {
         owner: Owner {

@@ -113,7 +113,7 @@ impl ControlPlane {
     /// `nodes` kwok nodes Ready.
     pub fn start(tools: &Tools, dir: &Path, nodes: usize) -> Result<Self> {
         let started = Instant::now();
-        std::fs::create_dir_all(dir)?;
+        claim_run_dir(dir)?;
         let dir = dir.canonicalize()?;
         let mut plane = ControlPlane {
             state: State {
@@ -368,9 +368,52 @@ fn component_flags(kubeconfig: &Path) -> Result<Vec<String>> {
     ])
 }
 
-/// Stops a control plane that `up` left running in `dir`.
-pub fn down(dir: &Path) {
+/// The file that makes a directory a harness run's. `down` stops and deletes nothing in a
+/// directory without it: it runs as root on developers' machines.
+pub const RUN_MARKER: &str = "tessera-e2e.run";
+
+/// Makes `dir` a run directory: created when missing, else it must be empty or one already.
+pub fn claim_run_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))?;
+    if is_run_dir(dir) {
+        return Ok(());
+    }
+    let empty = std::fs::read_dir(dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .next()
+        .is_none();
+    if !empty {
+        bail!(
+            "{} is not empty and was not made by tessera-e2e; choose a new directory",
+            dir.display()
+        );
+    }
+    std::fs::write(
+        dir.join(RUN_MARKER),
+        "A tessera-e2e run directory: `tessera-e2e down` stops what runs here and removes it.\n",
+    )
+    .with_context(|| format!("write {}", dir.join(RUN_MARKER).display()))
+}
+
+/// Whether `dir` (not a symbolic link to one) holds the run marker.
+pub fn is_run_dir(dir: &Path) -> bool {
+    let is_dir = std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir());
+    is_dir && std::fs::symlink_metadata(dir.join(RUN_MARKER)).is_ok_and(|m| m.is_file())
+}
+
+/// Stops every process started in the run directory `dir` (the control plane, and the pods of a
+/// pod runner that did not get to stop them). Refuses a directory that is not a run's.
+pub fn down(dir: &Path) -> Result<()> {
+    if !is_run_dir(dir) {
+        bail!(
+            "{} has no {RUN_MARKER}: it is not a directory tessera-e2e made, so nothing in it is \
+             stopped or removed",
+            dir.display()
+        );
+    }
     process::stop_all(dir);
+    process::stop_all(&dir.join("pod-runner"));
+    Ok(())
 }
 
 /// Polls `ready` until it holds, failing with the component's log if it exits or time runs out.

@@ -5,6 +5,7 @@
 pub mod controlplane;
 pub mod harness;
 pub mod hosts;
+pub mod lockfile;
 pub mod pki;
 pub mod podrunner;
 pub mod process;

@@ -104,10 +104,18 @@ pub async fn run(
         .and_then(|s| s.parse().ok())
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_RESTART_DELAY);
+    let hosts = HostsFile::new(&run_id);
+    let stale = hosts.remove_stale()?;
+    if stale > 0 {
+        tracing::info!(
+            lines = stale,
+            "removed host names left by runs that ended without cleaning up"
+        );
+    }
     let runner = Arc::new(Runner {
         client: client.clone(),
         state_dir,
-        hosts: HostsFile::new(&run_id),
+        hosts,
         running: Mutex::new(HashMap::new()),
         addresses: Mutex::new(addresses::Addresses::claim()?),
         pod_locks: std::sync::Mutex::new(HashMap::new()),

@@ -156,3 +156,30 @@ pub fn tail(log: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reaping_one_child_leaves_the_others_to_their_handles() {
+        let mut ours = Command::new("true").spawn().expect("spawn");
+        let mut someone_elses = Command::new("true").spawn().expect("spawn");
+        let ours_pid = i32::try_from(ours.id()).expect("pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while is_alive(ours_pid) || is_alive(someone_elses.id() as i32) {
+            assert!(Instant::now() < deadline, "children did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Polling loops call it again and again.
+        reap(ours_pid);
+        reap(ours_pid);
+        // The other child's exit status is still there for its own handle: reaping by pid did
+        // not take it (waitpid(-1) would have, and try_wait would fail with ECHILD).
+        let status = someone_elses
+            .try_wait()
+            .expect("the other child is still ours to reap");
+        assert!(status.is_some_and(|s| s.success()));
+        assert!(ours.try_wait().is_err(), "our child was reaped by pid");
+    }
+}

@@ -114,3 +114,32 @@ async fn require_encrypts_and_disable_does_not() {
         .await
         .expect("prefer, no TLS offered"));
 }
+
+/// A self-signed X.509 version 1 certificate, the kind Citus generates for itself
+/// (`citus-auto-ssl`) when it finds TLS unconfigured: every Citus coordinator serves one unless
+/// an administrator replaced it. Test material only.
+const V1_CERT: &str = include_str!("fixtures/tls/citus-auto-ssl.crt");
+const V1_KEY: &str = include_str!("fixtures/tls/citus-auto-ssl.key");
+
+#[tokio::test]
+async fn citus_self_made_certificate_is_accepted_without_verification() {
+    let pg = TempPostgres::builder()
+        .tls(V1_CERT, V1_KEY)
+        .start()
+        .expect("a server with a version 1 certificate");
+    for mode in [SslMode::Prefer, SslMode::Require] {
+        let unchecked = config(&pg, "127.0.0.1", mode, None);
+        assert!(
+            encrypted(&unchecked).await.expect("libpq connects here"),
+            "{mode:?}"
+        );
+    }
+    // Verification needs a version 3 certificate; the message says so.
+    let verified = config(&pg, "127.0.0.1", SslMode::VerifyCa, Some(V1_CERT));
+    match encrypted(&verified).await {
+        Err(ConnectError::Tls { message, .. }) => {
+            assert!(message.contains("X.509 version 1"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -96,9 +96,7 @@ fn down(dir: &Path) -> Result<()> {
         println!("nothing runs in {}", dir.display());
         return Ok(());
     }
-    controlplane::down(dir);
-    // Pod processes the pod runner did not get to stop (it was killed, say).
-    tessera_e2e::process::stop_all(&dir.join("pod-runner"));
+    controlplane::down(dir)?;
     HostsFile::new(&run_id(dir)).clear()?;
     std::fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()))?;
     println!("stopped and removed {}", dir.display());
@@ -144,7 +142,7 @@ async fn demo(dir: &Path) -> Result<()> {
 
 async fn run_demo(dir: &Path) -> Result<()> {
     let tools = Tools::ensure()?;
-    std::fs::create_dir_all(dir)?;
+    controlplane::claim_run_dir(dir)?;
     // The pod runner's servers run as the postgres user when we are root.
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
     let state = ControlPlane::start(&tools, dir, 3)?.detach();

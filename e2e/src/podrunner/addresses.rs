@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -32,13 +31,10 @@ impl Addresses {
         std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
         for block in BLOCKS {
             let path = dir.join(format!("block-{block}.lock"));
-            let file = File::create(&path).with_context(|| format!("open {}", path.display()))?;
-            // SAFETY: flock on a descriptor we own; LOCK_NB makes it fail instead of waiting.
-            let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if locked == 0 {
+            if let Some(lock) = crate::lockfile::try_take(&path)? {
                 return Ok(Self {
                     block,
-                    _lock: file,
+                    _lock: lock,
                     by_pod: HashMap::new(),
                 });
             }

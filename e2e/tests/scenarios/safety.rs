@@ -280,6 +280,15 @@ pub async fn cluster_in_another_namespace(env: &Env) -> Result<()> {
     ensure!(data
         .get("ca.crt")
         .is_some_and(|c| c.contains("BEGIN CERTIFICATE")));
+    let cluster = clusters.get("shared").await?;
+    let reachable = cluster
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter())
+        .find(|c| c.type_ == "CoordinatorReady")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    ensure!(reachable.contains("over TLS"), "{reachable}");
 
     // team-b is neither named nor labelled: Stalled, nothing on the database.
     let team_b: Api<Microservice> = Api::namespaced(env.client.clone(), "team-b");

@@ -431,7 +431,15 @@ fn conditions(
         COORDINATOR_READY,
         true,
         "CoordinatorReachable",
-        format!("{} answers: {flavour}", obs.endpoint),
+        format!(
+            "{} answers {}: {flavour}",
+            obs.endpoint,
+            if catalog.encrypted {
+                "over TLS"
+            } else {
+                "unencrypted"
+            }
+        ),
     );
     let privileges = Observed::new(
         PRIVILEGES,

@@ -12,6 +12,8 @@ pub struct ClusterCatalog {
     pub current_user: String,
     /// That role is a superuser (what Tessera needs).
     pub superuser: bool,
+    /// The operator's session is encrypted (TLS).
+    pub encrypted: bool,
     pub nodes: Vec<Node>,
     /// The newest job of type `rebalance` (drains are rebalance jobs too).
     pub job: Option<Job>,
@@ -118,7 +120,8 @@ const VERSION_QUERY: &str = "
 SELECT current_setting('server_version'),
        (SELECT extversion FROM pg_extension WHERE extname = 'citus'),
        current_user::text,
-       coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)";
+       coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false),
+       coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)";
 
 /// Each node with its placements; a placement is sole when no other group holds its shard (the
 /// test `citus_remove_node` applies).
@@ -174,6 +177,7 @@ pub async fn read(client: &mut Client) -> Result<ClusterCatalog, tokio_postgres:
         citus_version: row.get(1),
         current_user: row.get(2),
         superuser: row.get(3),
+        encrypted: row.get(4),
         ..ClusterCatalog::default()
     };
     if catalog.has_citus() {

@@ -170,7 +170,14 @@ fn classify(error: tokio_postgres::Error, endpoint: String, user: &str) -> Conne
             }
         }
         None => {
-            let message = with_sources(&error);
+            let mut message = with_sources(&error);
+            if message.contains("UnsupportedCertVersion") {
+                message.push_str(
+                    " (the coordinator's certificate is X.509 version 1, like the citus-auto-ssl \
+                     certificate Citus makes for itself; verify-ca, verify-full and a caSecretRef \
+                     need a version 3 certificate signed by that CA)",
+                );
+            }
             if message.contains("TLS") || message.contains("SSL") || message.contains("certificate")
             {
                 ConnectError::Tls { endpoint, message }

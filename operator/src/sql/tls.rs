@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::crypto::CryptoProvider;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -180,8 +180,10 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
-/// `require` or `prefer` without a CA: encrypted, the certificate not checked (the server still
-/// proves it holds the certificate's key).
+/// `require` or `prefer` without a CA: encrypted, the certificate not checked, as libpq does.
+/// The handshake signature is not checked either: a certificate nobody vouches for proves nothing,
+/// and checking it would parse the certificate with webpki, which refuses X.509 version 1, the
+/// kind Citus generates for itself (`citus-auto-ssl`) when nobody configured TLS.
 #[derive(Debug)]
 struct Unchecked {
     provider: Arc<CryptoProvider>,
@@ -201,30 +203,20 @@ impl ServerCertVerifier for Unchecked {
 
     fn verify_tls12_signature(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        Ok(HandshakeSignatureValid::assertion())
     }
 
     fn verify_tls13_signature(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        Ok(HandshakeSignatureValid::assertion())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

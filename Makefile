@@ -1,7 +1,7 @@
 # Tessera developer commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test lint fmt crds check-crds build demo demo-stop bench
+.PHONY: test lint fmt crds check-crds build demo demo-stop bench bench-operator
 
 ## Every test: unit, SQL integration against a PostgreSQL the tests start (Citus where
 ## installed), fixture tests, and the CRD drift check.
@@ -42,3 +42,9 @@ demo-stop:
 ## Benchmarks that print figures (release build).
 bench:
 	$(CARGO) run -q --release -p tessera-bench --bin user-service-bench -- $(BENCH_ARGS)
+
+SERVICES ?= 100,1000
+## The operator at scale: a real control plane and database, the release-built operator, N
+## Microservices at once; figures for provisioning, the steady state and a restart.
+bench-operator:
+	$(CARGO) run -q --release -p tessera-e2e --bin bench-operator -- --services $(SERVICES) $(BENCH_OPERATOR_ARGS)

@@ -108,11 +108,54 @@ fn kubeconfig(
     Ok(())
 }
 
+/// How big a control plane is. The defaults hold a thousand Microservices with their
+/// Deployments and Services; `TESSERA_E2E_PODS_PER_NODE`, `TESSERA_E2E_SERVICE_CIDR` and
+/// `TESSERA_E2E_AUDIT_USER` change them.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// kwok nodes.
+    pub nodes: usize,
+    /// Pods each node takes (its `pods` capacity).
+    pub pods_per_node: u32,
+    /// The Service ClusterIP range (a /16, like kind's, holds 65,000 Services).
+    pub service_cidr: String,
+    /// Record this user's requests in `DIR/audit.log` (the API server's audit log, one JSON
+    /// line per request), for counting what a client sent.
+    pub audit_user: Option<String>,
+}
+
+impl Options {
+    pub fn with_nodes(nodes: usize) -> Self {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self {
+            nodes,
+            pods_per_node: env("TESSERA_E2E_PODS_PER_NODE")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(500),
+            service_cidr: env("TESSERA_E2E_SERVICE_CIDR").unwrap_or_else(|| "10.0.0.0/16".into()),
+            audit_user: env("TESSERA_E2E_AUDIT_USER"),
+        }
+    }
+}
+
+/// Audit only `user`'s requests, at the Metadata level, once each (when answered).
+fn audit_policy(user: &str) -> String {
+    format!(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n  users: [{user:?}]\n- level: None\n"
+    )
+}
+
 impl ControlPlane {
     /// Starts everything in `dir` (created if needed) and waits until it is healthy, with
     /// `nodes` kwok nodes Ready.
     pub fn start(tools: &Tools, dir: &Path, nodes: usize) -> Result<Self> {
+        Self::start_with(tools, dir, &Options::with_nodes(nodes))
+    }
+
+    /// As `start`, sized by `options`.
+    pub fn start_with(tools: &Tools, dir: &Path, options: &Options) -> Result<Self> {
         let started = Instant::now();
+        let nodes = options.nodes;
         claim_run_dir(dir)?;
         let dir = dir.canonicalize()?;
         let mut plane = ControlPlane {
@@ -128,7 +171,7 @@ impl ControlPlane {
             detached: false,
         };
         // On failure the partly started plane is dropped, which stops what did start.
-        plane.boot(tools)?;
+        plane.boot(tools, options)?;
         eprintln!(
             "control plane ready at {} in {:.1}s",
             plane.state.server,
@@ -137,7 +180,7 @@ impl ControlPlane {
         Ok(plane)
     }
 
-    fn boot(&mut self, tools: &Tools) -> Result<()> {
+    fn boot(&mut self, tools: &Tools, options: &Options) -> Result<()> {
         let dir = self.state.dir.clone();
         let pki = Pki::create(
             &dir.join("pki"),
@@ -238,12 +281,28 @@ impl ControlPlane {
                 "--service-account-signing-key-file={}",
                 pki.service_account_key.display()
             ))
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg(format!(
+                "--service-cluster-ip-range={}",
+                options.service_cidr
+            ))
             .arg("--allow-privileged=true")
             // Loopback cannot be published as the kubernetes Service endpoint.
             .arg("--endpoint-reconciler-type=none")
             .arg("--profiling=false")
             .arg("--v=1");
+        if let Some(user) = &options.audit_user {
+            let policy = dir.join("audit-policy.yaml");
+            std::fs::write(&policy, audit_policy(user))?;
+            apiserver
+                .arg(format!("--audit-policy-file={}", policy.display()))
+                .arg(format!(
+                    "--audit-log-path={}",
+                    dir.join("audit.log").display()
+                ))
+                .arg("--audit-log-format=json")
+                .arg("--audit-log-mode=batch")
+                .arg("--audit-log-batch-max-wait=1s");
+        }
         let apiserver = self.spawn("kube-apiserver", apiserver)?;
         let state = self.state.clone();
         wait_for(&apiserver, "kube-apiserver answers /readyz", || {
@@ -260,6 +319,12 @@ impl ControlPlane {
             .arg(format!("--root-ca-file={}", pki.ca.cert.display()))
             .arg("--use-service-account-credentials=true")
             .arg("--leader-elect=false")
+            // Unthrottled, as kwokctl runs it: fake nodes make the API server the only limit,
+            // and a thousand Deployments should not wait on a client-side rate limiter.
+            .arg("--kube-api-qps=5000")
+            .arg("--kube-api-burst=10000")
+            .arg("--concurrent-deployment-syncs=10")
+            .arg("--concurrent-replicaset-syncs=10")
             .arg("--v=1");
         let manager = self.spawn("kube-controller-manager", manager)?;
 
@@ -267,11 +332,16 @@ impl ControlPlane {
         scheduler
             .args(component_flags(&dir.join("scheduler.kubeconfig"))?)
             .arg("--leader-elect=false")
+            .arg("--kube-api-qps=5000")
+            .arg("--kube-api-burst=10000")
             .arg("--v=1");
         self.spawn("kube-scheduler", scheduler)?;
 
         let stages = dir.join("kwok-stages.yaml");
-        std::fs::write(&stages, KWOK_STAGES)?;
+        std::fs::write(
+            &stages,
+            KWOK_STAGES.replace("__PODS_PER_NODE__", &options.pods_per_node.to_string()),
+        )?;
         let mut kwok = Command::new(tools.path("kwok")?);
         kwok.arg(format!(
             "--kubeconfig={}",

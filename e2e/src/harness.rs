@@ -28,11 +28,18 @@ pub fn target_dir() -> PathBuf {
 
 /// Builds the packages' binaries (a no-op when they are up to date) into `target/debug`.
 pub fn build(packages: &[&str]) -> Result<()> {
+    build_profile(packages, false)
+}
+
+fn build_profile(packages: &[&str], release: bool) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .current_dir(workspace_root())
         .args(["build", "--quiet", "--bins"]);
+    if release {
+        command.arg("--release");
+    }
     for package in packages {
         command.args(["-p", package]);
     }
@@ -49,6 +56,12 @@ pub fn build(packages: &[&str]) -> Result<()> {
 pub fn operator_binary() -> Result<PathBuf> {
     build(&["tessera-operator"])?;
     Ok(target_dir().join("debug").join("operator"))
+}
+
+/// Builds the operator with optimizations (what users run) and returns its path.
+pub fn release_operator_binary() -> Result<PathBuf> {
+    build_profile(&["tessera-operator"], true)?;
+    Ok(target_dir().join("release").join("operator"))
 }
 
 /// The example services the pod runner runs for pods labelled `tessera.dev/pod-runner: service`.

@@ -135,13 +135,24 @@ impl CitusCluster {
     /// coordinator reaches them as whichever role runs a query; the coordinator, which services
     /// log in to, checks passwords.
     pub async fn start(workers: usize) -> Result<Self, CitusError> {
+        Self::start_with(workers, |builder| builder).await
+    }
+
+    /// As `start`, with every node's server built by `customize` (settings, more libraries to
+    /// preload after Citus).
+    pub async fn start_with(
+        workers: usize,
+        customize: impl Fn(crate::Builder) -> crate::Builder,
+    ) -> Result<Self, CitusError> {
         let start = |trust| {
-            TempPostgres::builder()
-                .preload("citus")
-                .setting("wal_level", "logical")
-                .setting("max_connections", "60")
-                .trust_tcp(trust)
-                .start()
+            customize(
+                TempPostgres::builder()
+                    .preload("citus")
+                    .setting("wal_level", "logical")
+                    .setting("max_connections", "60"),
+            )
+            .trust_tcp(trust)
+            .start()
         };
         let coordinator = start(false)?;
         let workers = (0..workers)

@@ -1,0 +1,792 @@
+//! `bench-operator`: what the operator costs at scale, in figures (never pass/fail).
+//!
+//! It starts the real control plane (with the API server's audit log of the operator's user), a
+//! real database (a Citus coordinator and two workers where Citus is installed, PostgreSQL
+//! otherwise, with `pg_stat_statements` and connection logging), the release-built operator, and
+//! an external CitusCluster for that database. Then, for each N of `--services`:
+//! - provisioning: N Microservices (each with a Deployment and a Service) created at once, the
+//!   seconds until all are Ready and the p50/p99 per Microservice; API requests by verb and
+//!   resource (audit log), database connections opened and statements sent, per Microservice;
+//! - the floor: the same DDL for N services sent over one connection, and the ratio.
+//!
+//! Then, with every Microservice in place: the steady state over two resync periods (API
+//! writes, statements per Microservice per resync, operator CPU seconds), a restart of the
+//! operator (the most coordinator connections it held at once, what it sent), and its peak RSS.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, PostParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use pgtemp::TempPostgres;
+use serde_json::json;
+use tessera::crd::{CitusCluster, Microservice};
+use tessera_e2e::controlplane::{ControlPlane, Options, OPERATOR_USER};
+use tessera_e2e::harness;
+use tessera_e2e::process;
+use tessera_e2e::tools::Tools;
+
+const USAGE: &str = "usage: bench-operator [--services 100,1000] [--resync SECONDS] \
+                     [--fsync on|off] [--plain] [--dir DIR]";
+
+/// The database role the operator connects as (a superuser of its own, so that its statements
+/// and connections can be told from the benchmark's).
+const OPERATOR_ROLE: &str = "tessera";
+const NAMESPACE: &str = "bench";
+const CLUSTER: &str = "db";
+/// Microservices created at once (requests in flight).
+const CREATE_CONCURRENCY: usize = 32;
+const ROUND_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+struct Args {
+    services: Vec<usize>,
+    resync: u64,
+    fsync: bool,
+    plain: bool,
+    dir: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        services: vec![100, 1000],
+        resync: 60,
+        fsync: true,
+        plain: false,
+        dir: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || {
+            it.next()
+                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--services" => {
+                args.services = value()?
+                    .split(',')
+                    .map(|n| n.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .context("--services takes numbers like 100,1000")?
+            }
+            "--resync" => args.resync = value()?.parse().context("--resync takes seconds")?,
+            "--fsync" => args.fsync = value()? != "off",
+            "--plain" => args.plain = true,
+            "--dir" => args.dir = Some(PathBuf::from(value()?)),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    if args.services.is_empty() || args.services.contains(&0) {
+        bail!("--services needs positive numbers");
+    }
+    Ok(args)
+}
+
+/// The database under test and what it says about itself.
+struct Database {
+    coordinator: TempPostgres,
+    _workers: Vec<TempPostgres>,
+    description: String,
+    citus: bool,
+    operator_password: String,
+}
+
+async fn start_database(args: &Args) -> Result<Database> {
+    let fsync = if args.fsync { "on" } else { "off" };
+    let customize = |builder: pgtemp::Builder| {
+        builder
+            .preload("pg_stat_statements")
+            .setting("pg_stat_statements.max", "50000")
+            .setting("log_connections", "on")
+            .setting("max_connections", "300")
+            .setting("fsync", fsync)
+            .setting("synchronous_commit", fsync)
+            .setting("full_page_writes", fsync)
+    };
+    let citus = !args.plain
+        && pgtemp::Installation::detect()
+            .map(|i| i.has_extension("citus"))
+            .unwrap_or(false);
+    let (coordinator, workers) = if citus {
+        let cluster = pgtemp::citus::CitusCluster::start_with(2, customize).await?;
+        (cluster.coordinator, cluster.workers)
+    } else {
+        (customize(TempPostgres::builder()).start()?, Vec::new())
+    };
+    let admin = pgtemp::citus::superuser(&coordinator).await?;
+    let version: String = admin.query_one("SHOW server_version", &[]).await?.get(0);
+    let citus_version: Option<String> = admin
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'citus'",
+            &[],
+        )
+        .await
+        .ok()
+        .map(|r| r.get(0));
+    let operator_password = format!("bench-{}", std::process::id());
+    admin
+        .batch_execute(&format!(
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; \
+             CREATE ROLE {OPERATOR_ROLE} SUPERUSER LOGIN PASSWORD '{operator_password}'"
+        ))
+        .await?;
+    if citus {
+        // The coordinator connects to itself as whoever runs a query; it checks passwords.
+        pgtemp::citus::allow_self_connections(&admin, OPERATOR_ROLE, &operator_password).await?;
+    }
+    let description = match &citus_version {
+        Some(v) => format!(
+            "Citus {v} on PostgreSQL {version}: a coordinator and {} workers, fsync {fsync}",
+            workers.len()
+        ),
+        None => format!("PostgreSQL {version} (no Citus), fsync {fsync}"),
+    };
+    Ok(Database {
+        coordinator,
+        _workers: workers,
+        description,
+        citus,
+        operator_password,
+    })
+}
+
+/// What the database saw of the operator: statements (pg_stat_statements) and connections
+/// opened (the server log), as counts since the last reset.
+struct DatabaseCounters {
+    admin: tokio_postgres::Client,
+    log_mark: usize,
+}
+
+impl DatabaseCounters {
+    async fn new(pg: &TempPostgres) -> Result<Self> {
+        Ok(Self {
+            admin: pgtemp::citus::superuser(pg).await?,
+            log_mark: 0,
+        })
+    }
+
+    async fn reset(&mut self, pg: &TempPostgres) -> Result<()> {
+        self.admin
+            .batch_execute("SELECT pg_stat_statements_reset()")
+            .await?;
+        self.log_mark = connections_opened(pg);
+        Ok(())
+    }
+
+    /// (statements, connections opened) by the operator since `reset`.
+    async fn read(&self, pg: &TempPostgres) -> Result<(i64, usize)> {
+        let statements: i64 = self
+            .admin
+            .query_one(
+                "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements s \
+                   JOIN pg_roles r ON r.oid = s.userid WHERE r.rolname = $1",
+                &[&OPERATOR_ROLE],
+            )
+            .await?
+            .get(0);
+        Ok((statements, connections_opened(pg) - self.log_mark))
+    }
+}
+
+fn connections_opened(pg: &TempPostgres) -> usize {
+    let needle = format!("connection authorized: user={OPERATOR_ROLE} ");
+    pg.log().lines().filter(|l| l.contains(&needle)).count()
+}
+
+/// Polls how many sessions the operator holds, keeping the most seen since `reset`.
+struct ConnectionWatch {
+    peak: Arc<AtomicI64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ConnectionWatch {
+    async fn start(pg: &TempPostgres) -> Result<Self> {
+        let admin = pgtemp::citus::superuser(pg).await?;
+        let peak = Arc::new(AtomicI64::new(0));
+        let seen = peak.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Ok(row) = admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 \
+                           AND pid <> pg_backend_pid()",
+                        &[&OPERATOR_ROLE],
+                    )
+                    .await
+                {
+                    seen.fetch_max(row.get::<_, i64>(0), Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Ok(Self { peak, task })
+    }
+
+    fn take_peak(&self) -> i64 {
+        self.peak.swap(0, Ordering::Relaxed)
+    }
+}
+
+impl Drop for ConnectionWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The operator's requests as the API server's audit log has them, from a byte offset on.
+struct Audit {
+    path: PathBuf,
+    mark: u64,
+}
+
+#[derive(Default)]
+struct Requests {
+    by_kind: BTreeMap<String, u64>,
+    writes: u64,
+    total: u64,
+}
+
+impl Audit {
+    /// Everything logged so far counts as before: the audit log is flushed every second.
+    async fn reset(&mut self) {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        self.mark = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+    }
+
+    async fn read(&self) -> Result<Requests> {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let text = std::fs::read(&self.path).unwrap_or_default();
+        let start = usize::try_from(self.mark).unwrap_or(0).min(text.len());
+        let mut requests = Requests::default();
+        for line in String::from_utf8_lossy(&text[start..]).lines() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if event["user"]["username"] != OPERATOR_USER {
+                continue;
+            }
+            let verb = event["verb"].as_str().unwrap_or("?");
+            let object = &event["objectRef"];
+            let mut resource = object["resource"].as_str().unwrap_or("?").to_string();
+            if let Some(sub) = object["subresource"].as_str() {
+                resource = format!("{resource}/{sub}");
+            }
+            if !matches!(verb, "get" | "list" | "watch") {
+                requests.writes += 1;
+            }
+            requests.total += 1;
+            *requests
+                .by_kind
+                .entry(format!("{verb} {resource}"))
+                .or_default() += 1;
+        }
+        Ok(requests)
+    }
+}
+
+/// CPU seconds (user + system) and (current, peak) resident memory in KiB of a process.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the command name.
+    (ticks(11) + ticks(12)) / per_second
+}
+
+fn memory_kib(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn microservice(name: &str, db_name: &str) -> Result<Microservice> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "tessera.dev/v1alpha1", "kind": "Microservice",
+        "metadata": {"name": name},
+        "spec": {
+            "image": "example/bench:1",
+            "replicas": 1,
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "database": {"clusterRef": {"name": CLUSTER}, "role": db_name, "schema": db_name},
+        },
+    }))?)
+}
+
+fn is_ready(ms: &Microservice) -> bool {
+    ms.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+struct Round {
+    services: usize,
+    seconds: f64,
+    p50: f64,
+    p99: f64,
+    requests: Requests,
+    statements: i64,
+    connections: usize,
+    peak_connections: i64,
+    floor_seconds: f64,
+}
+
+struct Bench {
+    client: kube::Client,
+    db: Database,
+    counters: DatabaseCounters,
+    watch: ConnectionWatch,
+    audit: Audit,
+    created: usize,
+}
+
+impl Bench {
+    async fn provision(&mut self, n: usize, round: usize) -> Result<Round> {
+        let api: Api<Microservice> = Api::namespaced(self.client.clone(), NAMESPACE);
+        self.audit.reset().await;
+        self.counters.reset(&self.db.coordinator).await?;
+        self.watch.take_peak();
+        let names: Vec<(String, String)> = (0..n)
+            .map(|i| {
+                (
+                    format!("r{round}-svc-{i:04}"),
+                    format!("r{round}_svc_{i:04}"),
+                )
+            })
+            .collect();
+        let started = Instant::now();
+        let mut created_at: HashMap<String, Instant> = HashMap::new();
+        let ready_at: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
+        // Watch before creating, so that no Ready is missed.
+        let watcher_ready = ready_at.clone();
+        let prefix = format!("r{round}-");
+        let watch = tokio::spawn({
+            let api = api.clone();
+            async move {
+                let stream = watcher::watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .applied_objects();
+                futures::pin_mut!(stream);
+                while let Ok(Some(ms)) = stream.try_next().await {
+                    let name = ms.metadata.name.clone().unwrap_or_default();
+                    if name.starts_with(&prefix) && is_ready(&ms) {
+                        watcher_ready
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(name)
+                            .or_insert_with(Instant::now);
+                    }
+                }
+            }
+        });
+        let creates = futures::stream::iter(names.iter().cloned())
+            .map(|(name, db_name)| {
+                let api = api.clone();
+                async move {
+                    let begun = Instant::now();
+                    api.create(&PostParams::default(), &microservice(&name, &db_name)?)
+                        .await
+                        .with_context(|| format!("create {name}"))?;
+                    Ok::<_, anyhow::Error>((name, begun))
+                }
+            })
+            .buffer_unordered(CREATE_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        created_at.extend(creates);
+        let applied = started.elapsed();
+        loop {
+            let done = ready_at.lock().unwrap_or_else(|e| e.into_inner()).len();
+            if done >= n {
+                break;
+            }
+            if started.elapsed() > ROUND_TIMEOUT {
+                watch.abort();
+                bail!(
+                    "only {done} of {n} Microservices were Ready after {:?}",
+                    ROUND_TIMEOUT
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        watch.abort();
+        let ready_at = ready_at.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut latencies: Vec<f64> = created_at
+            .iter()
+            .filter_map(|(name, begun)| {
+                ready_at
+                    .get(name)
+                    .map(|at| at.duration_since(*begun).as_secs_f64())
+            })
+            .collect();
+        latencies.sort_by(|a, b| a.total_cmp(b));
+        let requests = self.audit.read().await?;
+        let (statements, connections) = self.counters.read(&self.db.coordinator).await?;
+        let peak_connections = self.watch.take_peak();
+        self.created += n;
+        eprintln!(
+            "  {n} created in {:.1}s, all Ready after {seconds:.1}s",
+            applied.as_secs_f64()
+        );
+        let floor_seconds = self.floor(n, round).await?;
+        Ok(Round {
+            services: n,
+            seconds,
+            p50: percentile(&latencies, 50.0),
+            p99: percentile(&latencies, 99.0),
+            requests,
+            statements,
+            connections,
+            peak_connections,
+            floor_seconds,
+        })
+    }
+
+    /// The same DDL for `n` services over one connection: what the database alone needs.
+    /// Password verifiers are computed beforehand (the operator computes them too).
+    async fn floor(&self, n: usize, round: usize) -> Result<f64> {
+        let admin = pgtemp::citus::superuser(&self.db.coordinator).await?;
+        let statements: Vec<String> = (0..n)
+            .map(|i| {
+                let name = format!("floor{round}_svc_{i:04}");
+                let verifier = tessera::sql::scram::verifier(&format!("password-{i}"));
+                let mut sql = format!(
+                    "CREATE ROLE \"{name}\" LOGIN PASSWORD '{verifier}'; \
+                     CREATE SCHEMA \"{name}\" AUTHORIZATION \"{name}\"; \
+                     ALTER ROLE \"{name}\" SET search_path = \"{name}\";"
+                );
+                if self.db.citus {
+                    sql.push_str(&format!(" SELECT citus_schema_distribute('\"{name}\"');"));
+                }
+                sql
+            })
+            .collect();
+        let started = Instant::now();
+        for sql in &statements {
+            admin.batch_execute(sql).await?;
+        }
+        Ok(started.elapsed().as_secs_f64())
+    }
+}
+
+fn print_requests(requests: &Requests, per: usize) {
+    for (kind, count) in &requests.by_kind {
+        println!(
+            "      {kind:<40} {count:>7}  ({:.2} per Microservice)",
+            *count as f64 / per as f64
+        );
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .try_init();
+    let args = parse_args()?;
+    let total: usize = args.services.iter().sum();
+    let tools = Tools::ensure()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("bench-operator-")
+        .tempdir()?;
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| scratch.path().join("plane"));
+    eprintln!("building the operator (release)");
+    let operator_binary = harness::release_operator_binary()?;
+
+    let mut options = Options::with_nodes(3);
+    options.audit_user = Some(OPERATOR_USER.to_string());
+    // Room for every pod, with some to spare.
+    options.pods_per_node = options
+        .pods_per_node
+        .max(u32::try_from(total / 3 + 100).unwrap_or(u32::MAX));
+    let plane = ControlPlane::start_with(&tools, &dir, &options)?;
+    // The pod runner's servers run as the postgres user when we are root.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
+    let state = plane.state.clone();
+    harness::install(&state)?;
+    let client = harness::admin_client(&state).await?;
+    let db = start_database(&args).await?;
+    eprintln!("database: {}", db.description);
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
+        )
+        .await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "db-admin"},
+                "stringData": {"username": OPERATOR_ROLE, "password": db.operator_password},
+            }))?,
+        )
+        .await?;
+    let clusters: Api<CitusCluster> = Api::namespaced(client.clone(), NAMESPACE);
+    clusters
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "tessera.dev/v1alpha1", "kind": "CitusCluster",
+                "metadata": {"name": CLUSTER},
+                "spec": {"external": {
+                    "host": db.coordinator.host(), "port": db.coordinator.port(),
+                    "database": "postgres", "credentialsSecretRef": {"name": "db-admin"}}},
+            }))?,
+        )
+        .await?;
+    let resync = args.resync.to_string();
+    let operator_env = [
+        ("TESSERA_RESYNC_INTERVAL", resync.as_str()),
+        ("RUST_LOG", "info,kube=warn"),
+    ];
+    let mut operator = harness::start_operator(&state, &operator_binary, &operator_env)?;
+    harness::wait_until("the CitusCluster is Ready", Duration::from_secs(60), || {
+        let clusters = clusters.clone();
+        async move {
+            let cluster = clusters.get(CLUSTER).await?;
+            let ready = cluster.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+            Ok(ready.then_some(()))
+        }
+    })
+    .await?;
+
+    let mut bench = Bench {
+        client: client.clone(),
+        counters: DatabaseCounters::new(&db.coordinator).await?,
+        watch: ConnectionWatch::start(&db.coordinator).await?,
+        audit: Audit {
+            path: dir.join("audit.log"),
+            mark: 0,
+        },
+        db,
+        created: 0,
+    };
+    let mut rounds = Vec::new();
+    for (round, n) in args.services.iter().copied().enumerate() {
+        eprintln!("round {}: {n} Microservices", round + 1);
+        rounds.push(bench.provision(n, round + 1).await?);
+    }
+
+    // Steady state: nothing changes for two resync periods.
+    eprintln!(
+        "steady state: {} Microservices, {}s",
+        bench.created,
+        2 * args.resync
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    bench.audit.reset().await;
+    bench.counters.reset(&bench.db.coordinator).await?;
+    let cpu_before = cpu_seconds(operator.pid);
+    tokio::time::sleep(Duration::from_secs(2 * args.resync)).await;
+    let steady_cpu = cpu_seconds(operator.pid) - cpu_before;
+    let steady_requests = bench.audit.read().await?;
+    let (steady_statements, steady_connections) =
+        bench.counters.read(&bench.db.coordinator).await?;
+    let (rss_before_restart, peak_rss) = memory_kib(operator.pid);
+
+    // Start-up with every Microservice in place.
+    eprintln!(
+        "restart: the operator starts with {} Microservices",
+        bench.created
+    );
+    process::stop_managed(&operator, Duration::from_secs(10));
+    bench.audit.reset().await;
+    bench.counters.reset(&bench.db.coordinator).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    bench.watch.take_peak();
+    operator = harness::start_operator(&state, &operator_binary, &operator_env)?;
+    let startup_window = Duration::from_secs(45);
+    tokio::time::sleep(startup_window).await;
+    let startup_peak = bench.watch.take_peak();
+    let startup_requests = bench.audit.read().await?;
+    let (startup_statements, startup_connections) =
+        bench.counters.read(&bench.db.coordinator).await?;
+    let startup_cpu = cpu_seconds(operator.pid);
+    let (_, startup_peak_rss) = memory_kib(operator.pid);
+    report(
+        &args,
+        &bench,
+        &rounds,
+        Steady {
+            cpu: steady_cpu,
+            requests: steady_requests,
+            statements: steady_statements,
+            connections: steady_connections,
+        },
+        Startup {
+            window: startup_window,
+            peak_connections: startup_peak,
+            requests: startup_requests,
+            statements: startup_statements,
+            connections: startup_connections,
+            cpu: startup_cpu,
+        },
+        (rss_before_restart, peak_rss, startup_peak_rss),
+    );
+    process::stop_managed(&operator, Duration::from_secs(10));
+    drop(plane);
+    Ok(())
+}
+
+struct Steady {
+    cpu: f64,
+    requests: Requests,
+    statements: i64,
+    connections: usize,
+}
+
+struct Startup {
+    window: Duration,
+    peak_connections: i64,
+    requests: Requests,
+    statements: i64,
+    connections: usize,
+    cpu: f64,
+}
+
+fn report(
+    args: &Args,
+    bench: &Bench,
+    rounds: &[Round],
+    steady: Steady,
+    startup: Startup,
+    (rss, peak_rss, startup_peak_rss): (u64, u64, u64),
+) {
+    let now = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!("\n== bench-operator, {now}, {cores} cores");
+    println!("database: {}", bench.db.description);
+    println!(
+        "operator: release build, resync {}s; control plane: kube-apiserver with etcd, kwok nodes",
+        args.resync
+    );
+    for round in rounds {
+        let n = round.services;
+        println!(
+            "\nprovisioning {n} Microservices (with Deployments and Services), created at once:"
+        );
+        println!(
+            "  all Ready after {:.1}s ({:.1} per second); per Microservice p50 {:.1}s, p99 {:.1}s",
+            round.seconds,
+            n as f64 / round.seconds,
+            round.p50,
+            round.p99
+        );
+        println!(
+            "  floor: the same DDL over one connection {:.1}s; operator / floor = {:.2}",
+            round.floor_seconds,
+            round.seconds / round.floor_seconds.max(0.001)
+        );
+        println!(
+            "  database: {} statements ({:.1} per Microservice), {} connections opened ({:.2} per \
+             Microservice), at most {} held at once",
+            round.statements,
+            round.statements as f64 / n as f64,
+            round.connections,
+            round.connections as f64 / n as f64,
+            round.peak_connections
+        );
+        println!(
+            "  API requests: {} ({:.1} per Microservice), of them {} writes",
+            round.requests.total,
+            round.requests.total as f64 / n as f64,
+            round.requests.writes
+        );
+        print_requests(&round.requests, n);
+    }
+    let n = bench.created;
+    let periods = 2.0;
+    println!(
+        "\nsteady state, {n} Microservices, nothing changing, {}s (two resync periods):",
+        2 * args.resync
+    );
+    println!(
+        "  API writes {} (requests {}); database statements {} = {:.2} per Microservice per \
+         resync; connections opened {}; operator CPU {:.1}s",
+        steady.requests.writes,
+        steady.requests.total,
+        steady.statements,
+        steady.statements as f64 / n as f64 / periods,
+        steady.connections,
+        steady.cpu
+    );
+    print_requests(&steady.requests, n);
+    println!(
+        "\nstart-up with {n} existing Microservices (first {}s):",
+        startup.window.as_secs()
+    );
+    println!(
+        "  at most {} coordinator connections at once; {} opened; {} statements ({:.2} per \
+         Microservice); API writes {}; operator CPU {:.1}s",
+        startup.peak_connections,
+        startup.connections,
+        startup.statements,
+        startup.statements as f64 / n as f64,
+        startup.requests.writes,
+        startup.cpu
+    );
+    print_requests(&startup.requests, n);
+    println!(
+        "\noperator memory: RSS {:.1} MiB, peak {:.1} MiB before the restart; peak {:.1} MiB \
+         after starting with {n}",
+        rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0,
+        startup_peak_rss as f64 / 1024.0
+    );
+}

@@ -1,19 +1,27 @@
 //! Drives the user service with concurrent keep-alive clients on loopback and prints requests
 //! per second and p50/p99 latency for `GET /users` and `POST /users`.
 //!
-//! `user-service-bench [--clients N] [--seconds S] [--rows R]`: a temporary PostgreSQL with the
-//! role and schema Tessera would create, the service in this process on 127.0.0.1, R users
-//! stored first (GET returns them all), then S seconds of GET and S seconds of POST (one user
-//! per request) from N clients each.
+//! `user-service-bench [--clients N] [--seconds S] [--rows R] [--fsync on|off]`: a temporary
+//! PostgreSQL with the role and schema Tessera would create, the service in this process on
+//! 127.0.0.1, R users stored first (GET returns them all), then S seconds of GET and S seconds of
+//! POST (one user per request) from N clients each.
+//!
+//! The database writes durably (fsync on) unless `--fsync off` says otherwise; the first line
+//! says which. Latency figures count only requests that got the expected answer; the others
+//! (a wrong status, or no answer at all) are counted as errors.
 
 use std::time::{Duration, Instant};
 
 use service_testing::{config_for, provision_role, Http};
 
+const USAGE: &str =
+    "usage: user-service-bench [--clients N] [--seconds S] [--rows R] [--fsync on|off]";
+
 struct Args {
     clients: usize,
     seconds: u64,
     rows: usize,
+    fsync: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -21,10 +29,19 @@ fn args() -> Result<Args, String> {
         clients: 16,
         seconds: 5,
         rows: 100,
+        fsync: true,
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
         let value = words.next().ok_or(format!("{flag} needs a value"))?;
+        if flag == "--fsync" {
+            parsed.fsync = match value.as_str() {
+                "on" => true,
+                "off" => false,
+                other => return Err(format!("--fsync takes on or off, not {other:?}")),
+            };
+            continue;
+        }
         let number: u64 = value
             .parse()
             .map_err(|_| format!("{flag} takes a number, not {value:?}"))?;
@@ -38,10 +55,13 @@ fn args() -> Result<Args, String> {
     Ok(parsed)
 }
 
-/// Latencies of one phase, and how many requests did not answer as expected.
+/// Latencies of the requests of one phase that were answered as expected, and how many were not
+/// (`unanswered` of them got no answer at all).
+#[derive(Default)]
 struct Phase {
     latencies: Vec<Duration>,
     errors: usize,
+    unanswered: usize,
     elapsed: Duration,
 }
 
@@ -52,38 +72,49 @@ async fn drive(http: &Http, clients: usize, duration: Duration, post: bool) -> P
         .map(|client| {
             let http = http.clone();
             tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut errors = 0;
+                let mut mine = Phase::default();
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     let begun = Instant::now();
-                    let ok = if post {
+                    let answer = if post {
                         n += 1;
                         let body = format!(
                             r#"[{{"name": "bench {client}-{n}", "email": "b{client}-{n}@example.com"}}]"#
                         );
-                        http.post("/users", &body).await.status == 201
+                        http.try_send("POST", "/users", Some(body.into_bytes()))
+                            .await
+                            .map(|r| r.status == 201)
                     } else {
-                        http.get("/users").await.status == 200
+                        http.try_send("GET", "/users", None)
+                            .await
+                            .map(|r| r.status == 200)
                     };
-                    latencies.push(begun.elapsed());
-                    if !ok {
-                        errors += 1;
+                    match answer {
+                        Ok(true) => mine.latencies.push(begun.elapsed()),
+                        Ok(false) => mine.errors += 1,
+                        Err(_) => {
+                            mine.errors += 1;
+                            mine.unanswered += 1;
+                        }
                     }
                 }
-                (latencies, errors)
+                mine
             })
         })
         .collect();
-    let mut phase = Phase {
-        latencies: Vec::new(),
-        errors: 0,
-        elapsed: Duration::ZERO,
-    };
+    let mut phase = Phase::default();
     for task in tasks {
-        if let Ok((latencies, errors)) = task.await {
-            phase.latencies.extend(latencies);
-            phase.errors += errors;
+        match task.await {
+            Ok(mine) => {
+                phase.latencies.extend(mine.latencies);
+                phase.errors += mine.errors;
+                phase.unanswered += mine.unanswered;
+            }
+            // A client that died took its count with it: say so rather than lose it quietly.
+            Err(_) => {
+                phase.errors += 1;
+                phase.unanswered += 1;
+            }
         }
     }
     phase.elapsed = started.elapsed();
@@ -98,11 +129,12 @@ fn report(name: &str, clients: usize, mut phase: Phase) {
         phase.latencies.get(index).copied().unwrap_or_default()
     };
     println!(
-        "{name:<12} clients={clients:<3} requests={count:<7} rps={:>8.1}  p50={:>7.2}ms  p99={:>7.2}ms  errors={}",
+        "{name:<12} clients={clients:<3} ok={count:<7} rps={:>8.1}  p50={:>7.2}ms  p99={:>7.2}ms  errors={} (no answer {})",
         count as f64 / phase.elapsed.as_secs_f64(),
         percentile(0.50).as_secs_f64() * 1000.0,
         percentile(0.99).as_secs_f64() * 1000.0,
-        phase.errors
+        phase.errors,
+        phase.unanswered
     );
 }
 
@@ -111,12 +143,16 @@ async fn main() -> std::process::ExitCode {
     let args = match args() {
         Ok(args) => args,
         Err(problem) => {
-            eprintln!("user-service-bench: {problem}\nusage: user-service-bench [--clients N] [--seconds S] [--rows R]");
+            eprintln!("user-service-bench: {problem}\n{USAGE}");
             return std::process::ExitCode::from(2);
         }
     };
+    let durability = if args.fsync { "on" } else { "off" };
     let pg = match pgtemp::TempPostgres::builder()
         .setting("max_connections", "200")
+        .setting("fsync", durability)
+        .setting("synchronous_commit", durability)
+        .setting("full_page_writes", durability)
         .start()
     {
         Ok(pg) => pg,
@@ -151,9 +187,14 @@ async fn main() -> std::process::ExitCode {
         http.post("/users", &format!("[{}]", users.join(","))).await;
     }
     println!(
-        "user service on 127.0.0.1, PostgreSQL {}:{}, {} stored users, {} s per phase",
+        "user service on 127.0.0.1, PostgreSQL {}:{} with fsync {durability}{}, {} stored users, {} s per phase",
         pg.host(),
         pg.port(),
+        if args.fsync {
+            ""
+        } else {
+            " (writes are not durable: figures flatter POST)"
+        },
         args.rows,
         args.seconds
     );

@@ -831,10 +831,12 @@ async fn unreachable_database(env: &Env) -> Result<()> {
     // The database goes away for good: deletion waits and says how to let go.
     pg.stop();
     api.delete("orders", &DeleteParams::default()).await?;
+    // First the service's pods are stopped (reported as CleanupPending too), then the drop
+    // itself is attempted and found blocked.
     let ms = wait_until("the blocked cleanup is reported", WAIT, || async {
         let ms = api.get("orders").await?;
         Ok(condition(&ms, "Reconciling")
-            .filter(|c| c.1 == "CleanupPending")
+            .filter(|c| c.1 == "CleanupPending" && c.2.starts_with("cannot drop"))
             .map(|c| c.2))
     })
     .await?;

@@ -26,6 +26,10 @@ pub struct Settings {
     /// Statement and lock timeouts of every database session, and the deadline of a
     /// reconcile's database work.
     pub limits: crate::sql::SessionLimits,
+    /// Sessions the operator holds at most to one coordinator.
+    pub connections_per_cluster: usize,
+    /// Reconciles that run at once, per controller.
+    pub concurrency: u16,
 }
 
 impl Default for Settings {
@@ -38,12 +42,18 @@ impl Default for Settings {
             cluster_domain: "cluster.local".to_string(),
             job_poll_interval: Duration::from_secs(3),
             limits: crate::sql::SessionLimits::default(),
+            connections_per_cluster: 4,
+            concurrency: 16,
         }
     }
 }
 
 pub struct Context {
     pub client: kube::Client,
+    /// Pooled sessions and what is remembered per coordinator.
+    pub db: crate::sql::Coordinators,
+    /// Watch caches of CitusClusters, namespaces and Secrets.
+    pub caches: crate::caches::Caches,
     /// Server-side applies sent, so one that would change nothing is not sent again.
     pub applied: crate::ssa::Applied,
     events: crate::events::Publisher,
@@ -52,8 +62,14 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: kube::Client, settings: Settings) -> Self {
+    pub fn new(client: kube::Client, settings: Settings, caches: crate::caches::Caches) -> Self {
         Self {
+            caches,
+            db: crate::sql::Coordinators::new(
+                settings.connections_per_cluster,
+                // Placement is read again at most once a resync (and at least every minute).
+                settings.resync_interval.min(Duration::from_secs(60)),
+            ),
             applied: crate::ssa::Applied::default(),
             events: crate::events::Publisher::new(
                 client.clone(),
@@ -126,6 +142,15 @@ impl Context {
         Action::requeue(delay)
     }
 
+    /// The next look at a healthy object: the resync interval give or take 10%, so that objects
+    /// created together do not come back together.
+    pub fn resync(&self) -> Action {
+        let interval = self.settings.resync_interval;
+        let tenth = interval.as_millis().min(u128::from(u64::MAX)) as u64 / 10;
+        let jitter = u64::from(jitter_byte()) * 2 * tenth / 255;
+        Action::requeue(interval - Duration::from_millis(tenth) + Duration::from_millis(jitter))
+    }
+
     /// Forgets the failures of `object` after a successful reconcile.
     pub fn reset_backoff<K: Resource<DynamicType = ()>>(&self, object: &ObjectRef<K>) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -164,7 +189,8 @@ mod tests {
             "http://127.0.0.1:9".parse().expect("url"),
         ))
         .expect("client");
-        let ctx = Context::new(client, Settings::default());
+        let (caches, _never_driven) = crate::caches::Caches::start(&client, None);
+        let ctx = Context::new(client, Settings::default(), caches);
         let object = ObjectRef::<k8s_openapi::api::core::v1::Secret>::new("s").within("ns");
         let first = ctx.backoff(&object);
         assert!(first >= Duration::from_secs(2) && first <= Duration::from_millis(2200));

@@ -1,6 +1,7 @@
 //! Tessera: a Kubernetes operator that gives each microservice its own role and schema on a
 //! Citus (or PostgreSQL) cluster, and runs the service.
 
+pub mod caches;
 pub mod cituscluster;
 pub mod conditions;
 pub mod context;

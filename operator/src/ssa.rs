@@ -1,13 +1,7 @@
-//! Server-side apply of objects Tessera owns, sending nothing when nothing would change.
-//!
-//! The last apply of each object is remembered (a digest of what was sent, and the generation or
-//! resourceVersion the API server answered with). When the desired object digests the same and
-//! the cached object still has that version, an apply would change nothing and is skipped; a
-//! change by someone else moves the version, so it is undone by the next reconcile.
+//! Server-side apply of objects Tessera owns, sending nothing when nothing would change (see
+//! `Applied`).
 
-use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Mutex;
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
@@ -67,26 +61,47 @@ where
     }
 }
 
-/// What Tessera last applied, per object.
-#[derive(Default)]
-pub struct Applied {
-    last: Mutex<HashMap<String, (String, String)>>,
-}
+/// The annotation that carries a digest of what Tessera last applied to an object.
+pub const APPLIED_ANNOTATION: &str = "tessera.dev/applied";
 
-fn version<K: Resource>(object: &K) -> String {
-    match object.meta().generation {
-        Some(generation) => format!("g{generation}"),
-        None => format!(
-            "r{}",
-            object.meta().resource_version.clone().unwrap_or_default()
-        ),
+/// Server-side apply that sends nothing when the watch cache shows the object as wanted.
+///
+/// Wanted means: the object carries the digest of exactly this desired content (so a field
+/// Tessera stopped setting is still removed by an apply), and every field Tessera sets has the
+/// value it sets (so an edit by someone else is undone). Fields others add (defaults, status,
+/// other managers' labels) do not matter. Nothing is remembered in the process, so a restarted
+/// operator sends nothing for objects that are as wanted.
+#[derive(Default)]
+pub struct Applied {}
+
+/// Whether `actual` holds everything `wanted` says. Absent, null and empty values in `wanted`
+/// ask for nothing; lists must match element by element.
+pub fn holds(actual: &serde_json::Value, wanted: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    let asks_nothing = |v: &Value| match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    match (actual, wanted) {
+        (Value::Object(actual), Value::Object(wanted)) => {
+            wanted.iter().all(|(key, value)| match actual.get(key) {
+                Some(present) => holds(present, value),
+                None => asks_nothing(value),
+            })
+        }
+        (Value::Array(actual), Value::Array(wanted)) => {
+            actual.len() == wanted.len() && actual.iter().zip(wanted).all(|(a, w)| holds(a, w))
+        }
+        (actual, wanted) => asks_nothing(wanted) && asks_nothing(actual) || actual == wanted,
     }
 }
 
 impl Applied {
-    /// Applies `desired` unless `cached` (the watch cache's copy) shows Tessera's last apply of
-    /// the same content. An existing object whose controller is not `owner_uid` is left alone.
-    /// Returns the object the API server answered with, or `None` when nothing was sent.
+    /// Applies `desired` unless `cached` (the watch cache's copy) already is as wanted. An
+    /// existing object whose controller is not `owner_uid` is left alone. Returns the object
+    /// the API server answered with, or `None` when nothing was sent.
     pub async fn apply<K>(
         &self,
         api: &Api<K>,
@@ -102,46 +117,63 @@ impl Applied {
         if let Some(existing) = cached {
             check_owner(existing, owner_uid)?;
         }
-        let body = serde_json::to_vec(desired).map_err(|source| ApplyError::Serialize {
+        let serialize = |source| ApplyError::Serialize {
             kind: kind.clone(),
             name: name.clone(),
             source,
-        })?;
+        };
+        let body = serde_json::to_vec(desired).map_err(serialize)?;
         let digest: String = Sha256::digest(&body)
             .iter()
             .take(16)
             .map(|b| format!("{b:02x}"))
             .collect();
-        let key = format!(
-            "{kind}/{}/{name}",
-            desired.meta().namespace.clone().unwrap_or_default()
-        );
-        let unchanged = cached.is_some_and(|existing| {
-            self.last
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&key)
-                .is_some_and(|(sent, answered)| *sent == digest && *answered == version(existing))
-        });
-        if unchanged {
-            return Ok(None);
+        let mut marked = desired.clone();
+        marked
+            .annotations_mut()
+            .insert(APPLIED_ANNOTATION.to_string(), digest);
+        if let Some(existing) = cached {
+            let wanted = serde_json::to_value(&marked).map_err(serialize)?;
+            let actual = serde_json::to_value(existing).map_err(serialize)?;
+            if holds(&actual, &wanted) {
+                return Ok(None);
+            }
         }
-        let answer = api
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(desired),
-            )
-            .await
-            .map_err(|source| ApplyError::Kube {
-                kind: kind.clone(),
-                name: name.clone(),
-                source,
-            })?;
-        self.last
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, (digest, version(&answer)));
-        Ok(Some(answer))
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&marked),
+        )
+        .await
+        .map(Some)
+        .map_err(|source| ApplyError::Kube {
+            kind: kind.clone(),
+            name: name.clone(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_object_holds_what_was_applied_whatever_others_added() {
+        let wanted = json!({"metadata": {"name": "a", "labels": {"x": "1"}, "annotations": {}},
+            "spec": {"replicas": 2, "ports": [{"port": 80}], "env": []}});
+        let actual = json!({"metadata": {"name": "a", "labels": {"x": "1", "other": "2"},
+            "uid": "u"}, "spec": {"replicas": 2, "ports": [{"port": 80, "protocol": "TCP"}]},
+            "status": {"ready": 1}});
+        assert!(holds(&actual, &wanted));
+        // Someone changed a field Tessera sets.
+        let edited = json!({"metadata": {"name": "a", "labels": {"x": "1"}},
+            "spec": {"replicas": 3, "ports": [{"port": 80}]}});
+        assert!(!holds(&edited, &wanted));
+        // A list element more or less is a difference.
+        let more = json!({"metadata": {"name": "a", "labels": {"x": "1"}},
+            "spec": {"replicas": 2, "ports": [{"port": 80}, {"port": 81}]}});
+        assert!(!holds(&more, &wanted));
     }
 }

@@ -4,7 +4,6 @@
 mod support;
 
 use support::*;
-use tessera::microservice::database::{cleanup, provision};
 use tessera::sql::{self, Cleanup};
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 mod support;
 
 use support::*;
-use tessera::microservice::database::{cleanup, provision, DatabaseError};
+use tessera::microservice::database::DatabaseError;
 use tessera::sql::{self, catalog, scram, Cleanup, ConnectError, Step};
 
 fn step_names(steps: &[Step]) -> Vec<String> {
@@ -225,13 +225,17 @@ async fn reports_an_unreachable_database_and_converges_when_it_returns() {
 
     // A crash after the role was created (the claims table first): the role exists, nothing else.
     {
-        let mut client = sql::connect(&config).await.expect("connect");
-        let before = catalog::read(&mut client, &want.role, &want.schema)
+        let client = sql::connect(&config).await.expect("connect");
+        let before = catalog::read(&client, &want.role, &want.schema)
             .await
             .expect("read");
-        let steps = sql::plan_provision(&before, &want).expect("plan");
+        let password = sql::PasswordCheck {
+            current: false,
+            verifier: scram::verifier(&want.password),
+        };
+        let steps = sql::plan_provision(&before, &want, &password).expect("plan");
         assert_eq!(step_names(&steps[..2]), ["EnsureClaimsTable", "CreateRole"]);
-        sql::apply::apply(&mut client, &steps[..2])
+        sql::apply::apply(&client, &steps[..2])
             .await
             .expect("the first steps only");
     }

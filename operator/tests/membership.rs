@@ -15,7 +15,6 @@ use tessera::cituscluster::database::{self, Round};
 use tessera::cituscluster::membership::{self, Inputs, Phase, Topology, WorkerSlot};
 use tessera::cituscluster::status::{self, Observation};
 use tessera::crd::cituscluster::{CitusClusterStatus, RebalanceSpec};
-use tessera::microservice::database::provision;
 use tessera::sql::{self, ConnectionConfig};
 
 const PASSWORD: &str = "node-secret";

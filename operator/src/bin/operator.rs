@@ -43,6 +43,12 @@ struct Args {
     /// Seconds a reconcile's database work may take in all before it is abandoned and retried.
     #[arg(long, env = "TESSERA_DATABASE_DEADLINE", default_value_t = 900)]
     database_deadline: u64,
+    /// Sessions the operator holds at most to one coordinator (pooled, shared by all reconciles).
+    #[arg(long, env = "TESSERA_CLUSTER_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=100))]
+    cluster_connections: u16,
+    /// Reconciles that run at once, per kind of resource.
+    #[arg(long, env = "TESSERA_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    concurrency: u16,
 }
 
 #[tokio::main]
@@ -93,14 +99,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             lock_timeout: Duration::from_secs(args.lock_timeout),
             deadline: Duration::from_secs(args.database_deadline),
         },
+        connections_per_cluster: usize::from(args.cluster_connections),
+        concurrency: args.concurrency,
         ..Settings::default()
     };
-    let ctx = Arc::new(Context::new(client, settings));
+    let (caches, fill_caches) = tessera::caches::Caches::start(&client, args.namespace.as_deref());
+    let ctx = Arc::new(Context::new(client, settings, caches));
     tracing::info!(namespace = ?args.namespace, "Tessera operator starting");
-    futures::join!(
-        tessera::microservice::run(ctx.clone(), args.namespace.clone()),
-        tessera::cituscluster::run(ctx, args.namespace),
-    );
+    // The caches are filled for as long as the controllers run; they end on a signal.
+    futures::future::select(
+        Box::pin(fill_caches),
+        Box::pin(async {
+            futures::join!(
+                tessera::microservice::run(ctx.clone(), args.namespace.clone()),
+                tessera::cituscluster::run(ctx.clone(), args.namespace.clone()),
+            )
+        }),
+    )
+    .await;
     tracing::info!("Tessera operator stopped");
     Ok(())
 }

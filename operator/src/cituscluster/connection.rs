@@ -2,11 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::{Api, Client};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 
 use super::build::superuser_ref;
 use super::naming::{ClusterNames, DATABASE, POSTGRES_PORT};
+use crate::caches::Caches;
 use crate::conditions;
 use crate::context::Settings;
 use crate::crd::cituscluster::{CitusCluster, CredentialsSecretRef};
@@ -166,15 +169,15 @@ pub fn connection_config(
     })
 }
 
-/// Reads the Secret `reference` names in `namespace`.
+/// Reads the Secret `reference` names in `namespace` (from the caches when they hold it).
 pub async fn read_secret(
+    caches: &Caches,
     client: &Client,
     namespace: &str,
     reference: &CredentialsSecretRef,
-) -> Result<Secret, ClusterError> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    secrets
-        .get_opt(&reference.name)
+) -> Result<Arc<Secret>, ClusterError> {
+    caches
+        .secret(client, namespace, &reference.name)
         .await?
         .ok_or_else(|| ClusterError::CredentialsSecretMissing {
             secret: reference.name.clone(),
@@ -206,6 +209,7 @@ pub fn not_ready_for_services(cluster: &CitusCluster) -> Option<String> {
 
 /// The CA certificates (PEM) the endpoint's caSecretRef names, if it names any.
 pub async fn read_ca(
+    caches: &Caches,
     client: &Client,
     namespace: &str,
     endpoint: &Endpoint,
@@ -213,12 +217,12 @@ pub async fn read_ca(
     let Some(reference) = &endpoint.ca else {
         return Ok(None);
     };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets.get_opt(&reference.name).await?.ok_or_else(|| {
-        ClusterError::CredentialsSecretMissing {
+    let secret = caches
+        .secret(client, namespace, &reference.name)
+        .await?
+        .ok_or_else(|| ClusterError::CredentialsSecretMissing {
             secret: reference.name.clone(),
-        }
-    })?;
+        })?;
     let pem = secret
         .data
         .as_ref()
@@ -255,27 +259,22 @@ pub fn allows(cluster: &CitusCluster, from: &str, labels: &BTreeMap<String, Stri
 /// credentials. A managed cluster is used once it can take services (see
 /// `not_ready_for_services`).
 pub async fn resolve(
+    caches: &Caches,
     client: &Client,
     from: &str,
     namespace: &str,
     name: &str,
     settings: &Settings,
-) -> Result<(CitusCluster, ConnectionConfig), ClusterError> {
-    let clusters: Api<CitusCluster> = Api::namespaced(client.clone(), namespace);
-    let cluster = clusters
-        .get_opt(name)
+) -> Result<(Arc<CitusCluster>, ConnectionConfig), ClusterError> {
+    let cluster = caches
+        .cluster(client, namespace, name)
         .await?
         .ok_or_else(|| ClusterError::NotFound {
             namespace: namespace.to_string(),
             name: name.to_string(),
         })?;
     if from != namespace {
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let labels = namespaces
-            .get_opt(from)
-            .await?
-            .and_then(|ns| ns.metadata.labels)
-            .unwrap_or_default();
+        let labels = caches.namespace_labels(client, from).await?;
         if !allows(&cluster, from, &labels) {
             return Err(ClusterError::NotAllowed {
                 namespace: namespace.to_string(),
@@ -297,8 +296,8 @@ pub async fn resolve(
         });
     }
     let endpoint = endpoint(&cluster, &settings.cluster_domain)?;
-    let secret = read_secret(client, namespace, &endpoint.credentials).await?;
-    let ca = read_ca(client, namespace, &endpoint).await?;
+    let secret = read_secret(caches, client, namespace, &endpoint.credentials).await?;
+    let ca = read_ca(caches, client, namespace, &endpoint).await?;
     let config = connection_config(&endpoint, &secret, ca, settings)?;
     Ok((cluster, config))
 }

@@ -242,11 +242,12 @@ async fn superuser(
     effective: &Effective<'_>,
     endpoint: &Endpoint,
     cc: &ClusterContext,
-) -> Result<Secret, Error> {
+) -> Result<Arc<Secret>, Error> {
     let names = &effective.names;
     let client = &cc.ctx.client;
+    let caches = &cc.ctx.caches;
     let generated = matches!(effective.kind, Kind::Managed(m) if m.superuser_secret_ref.is_none());
-    match connection::read_secret(client, &names.namespace, &endpoint.credentials).await {
+    match connection::read_secret(caches, client, &names.namespace, &endpoint.credentials).await {
         Ok(secret) => Ok(secret),
         Err(ClusterError::CredentialsSecretMissing { .. }) if generated => {
             let secret = build::superuser_secret(names, &password::generate()?);
@@ -265,15 +266,16 @@ async fn superuser(
                             ),
                         )
                         .await;
-                    Ok(created)
+                    Ok(Arc::new(created))
                 }
                 // Created meanwhile (a second reconcile): use that one.
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    Ok(
-                        connection::read_secret(client, &names.namespace, &endpoint.credentials)
-                            .await?,
-                    )
-                }
+                Err(kube::Error::Api(status)) if status.code == 409 => Ok(connection::read_secret(
+                    caches,
+                    client,
+                    &names.namespace,
+                    &endpoint.credentials,
+                )
+                .await?),
                 Err(error) => Err(Error::SuperuserSecret(error)),
             }
         }
@@ -300,7 +302,7 @@ async fn reconcile_valid(
     let uid = cluster.uid().unwrap_or_default();
     let endpoint = connection::endpoint(cluster, &settings.cluster_domain)?;
     let secret = superuser(cluster, effective, &endpoint, cc).await?;
-    let ca = connection::read_ca(&ctx.client, ns, &endpoint).await?;
+    let ca = connection::read_ca(&ctx.caches, &ctx.client, ns, &endpoint).await?;
     let config = connection::connection_config(&endpoint, &secret, ca, settings)?;
     let previous = cluster.status.clone().unwrap_or_default();
 
@@ -347,7 +349,7 @@ async fn reconcile_valid(
         Kind::External(_) => true,
     };
     let connected = if coordinator_pod_ready {
-        match crate::sql::connect(&config).await {
+        match ctx.db.pools.get(&config).await {
             Ok(client) => Some(client),
             // A managed coordinator that is Ready but not yet reachable by its Service name
             // (DNS, endpoints) is still starting.
@@ -418,6 +420,8 @@ async fn reconcile_valid(
         })
     })
     .await?;
+    // The session goes back to the pool only after a round that went through.
+    client.release();
     let plan = &round.plan;
 
     if let (Some(replicas), Kind::Managed(_)) = (plan.worker_replicas, &effective.kind) {

@@ -80,6 +80,7 @@ pub async fn cleanup(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action,
         .clone()
         .unwrap_or_else(|| namespace.clone());
     let connection = match resolve(
+        &ctx.caches,
         &ctx.client,
         &namespace,
         &cluster_namespace,
@@ -116,11 +117,11 @@ pub async fn cleanup(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action,
         if let Some(waiting) = stop_service(&ms, &ctx).await? {
             report_cleanup_blocked(&ms, &ctx, "StoppingService", &waiting, false).await?;
             // An error, not a requeue: the finalizer helper takes Ok as "cleaned up".
-            return Err(Error::CleanupBlocked(waiting));
+            return Err(Error::StoppingService(waiting));
         }
     }
 
-    match database::cleanup(&connection, &owner, &role, &schema, policy).await {
+    match database::cleanup(&ctx.db, &connection, &owner, &role, &schema, policy).await {
         Ok(plan) => {
             for step in &plan.steps {
                 if let Some((reason, note)) = describe_step(step) {

@@ -2,9 +2,11 @@
 
 use crate::sql::apply::{apply, ApplyError};
 use crate::sql::catalog::{self, Catalog, CatalogError};
+use crate::sql::pool::Pooled;
+use crate::sql::scram::{self, Checks};
 use crate::sql::{
-    connect, plan_cleanup, plan_provision, Cleanup, CleanupPlan, Conflict, ConnectError,
-    ConnectionConfig, Desired, Owner, Step,
+    plan_cleanup, plan_provision, Cleanup, CleanupPlan, Conflict, ConnectError, ConnectionConfig,
+    Coordinators, Desired, Owner, PasswordCheck, Step,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -65,41 +67,90 @@ pub struct Provisioned {
     pub catalog: Catalog,
 }
 
-/// Brings the role and schema to `desired`, within the session's deadline.
+/// Brings the role and schema to `desired`, within the session's deadline, on a session of the
+/// coordinator's pool. `placement_token` changes when shards moved (a rebalance finished), so
+/// that placement is read again.
 pub async fn provision(
+    db: &Coordinators,
     config: &ConnectionConfig,
     desired: &Desired,
+    placement_token: &str,
 ) -> Result<Provisioned, DatabaseError> {
     let deadline = config.limits.deadline;
-    tokio::time::timeout(deadline, provision_now(config, desired))
-        .await
-        .unwrap_or(Err(DatabaseError::Timeout(deadline)))
+    tokio::time::timeout(
+        deadline,
+        provision_now(db, config, desired, placement_token),
+    )
+    .await
+    .unwrap_or(Err(DatabaseError::Timeout(deadline)))
 }
 
 async fn provision_now(
+    db: &Coordinators,
     config: &ConnectionConfig,
     desired: &Desired,
+    placement_token: &str,
 ) -> Result<Provisioned, DatabaseError> {
-    let mut client = connect(config).await?;
-    let before = catalog::read(&mut client, &desired.role, &desired.schema).await?;
-    let steps = plan_provision(&before, desired)?;
-    if steps.is_empty() {
-        return Ok(Provisioned {
-            applied: steps,
-            catalog: before,
-        });
+    let session = db.pools.get(config).await?;
+    let before = read(&session, desired).await?;
+    let password = check_password(&db.passwords, &before, desired).await;
+    let steps = plan_provision(&before, desired, &password)?;
+    let mut catalog = if steps.is_empty() {
+        before
+    } else {
+        apply(&session, &steps).await?;
+        // Read again for the status: placement and size follow from what was just done.
+        read(&session, desired).await?
+    };
+    if let Some(colocation) = catalog.schema.as_ref().and_then(|s| s.colocation_id) {
+        let key = format!("{} {placement_token}", config.endpoint());
+        catalog.placement = db
+            .placements
+            .get(&session, &key, db.placement_max_age)
+            .await
+            .map(|placements| placements.get(&colocation).cloned().unwrap_or_default());
     }
-    apply(&mut client, &steps).await?;
-    // Read again for the status: placement and size follow from what was just done.
-    let after = catalog::read(&mut client, &desired.role, &desired.schema).await?;
+    session.release();
     Ok(Provisioned {
         applied: steps,
-        catalog: after,
+        catalog,
     })
+}
+
+async fn read(session: &Pooled, desired: &Desired) -> Result<Catalog, CatalogError> {
+    catalog::read_with(
+        session,
+        session.facts(),
+        &desired.role,
+        &desired.schema,
+        false,
+    )
+    .await
+}
+
+/// Whether the role's stored verifier is the Secret's password (remembered, computed off the
+/// reconcilers' threads), and a fresh verifier when the plan will need one.
+async fn check_password(checks: &Checks, catalog: &Catalog, desired: &Desired) -> PasswordCheck {
+    // A verifier the operator may not read counts as current, as before.
+    let current = match catalog
+        .role
+        .as_ref()
+        .and_then(|r| r.password_verifier.as_deref())
+    {
+        Some(stored) => checks.matches(stored, &desired.password).await,
+        None => true,
+    };
+    let verifier = if PasswordCheck::verifier_needed(catalog, desired, current) {
+        scram::new_verifier(&desired.password).await
+    } else {
+        String::new()
+    };
+    PasswordCheck { current, verifier }
 }
 
 /// Drops or releases the role and schema that `owner` holds; leaves anything else alone.
 pub async fn cleanup(
+    db: &Coordinators,
     config: &ConnectionConfig,
     owner: &Owner,
     role: &str,
@@ -107,24 +158,37 @@ pub async fn cleanup(
     policy: Cleanup,
 ) -> Result<CleanupPlan, DatabaseError> {
     let deadline = config.limits.deadline;
-    tokio::time::timeout(deadline, cleanup_now(config, owner, role, schema, policy))
-        .await
-        .unwrap_or(Err(DatabaseError::Timeout(deadline)))
+    tokio::time::timeout(
+        deadline,
+        cleanup_now(db, config, owner, role, schema, policy),
+    )
+    .await
+    .unwrap_or(Err(DatabaseError::Timeout(deadline)))
 }
 
 async fn cleanup_now(
+    db: &Coordinators,
     config: &ConnectionConfig,
     owner: &Owner,
     role: &str,
     schema: &str,
     policy: Cleanup,
 ) -> Result<CleanupPlan, DatabaseError> {
-    let mut client = connect(config).await?;
-    let catalog = catalog::read_with(&mut client, role, schema, policy == Cleanup::Drop).await?;
+    let session = db.pools.get(config).await?;
+    let catalog = catalog::read_with(
+        &session,
+        session.facts(),
+        role,
+        schema,
+        policy == Cleanup::Drop,
+    )
+    .await?;
     let plan = plan_cleanup(&catalog, owner, role, schema, policy);
     if !plan.blocked.is_empty() {
+        session.release();
         return Err(DatabaseError::DropBlocked(plan.blocked));
     }
-    apply(&mut client, &plan.steps).await?;
+    apply(&session, &plan.steps).await?;
+    session.release();
     Ok(plan)
 }

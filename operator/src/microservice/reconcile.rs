@@ -16,9 +16,10 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::PredicateConfig;
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -70,6 +71,9 @@ pub enum Error {
     Objects { count: usize, first: String },
     #[error("cleanup is blocked: {0}")]
     CleanupBlocked(String),
+    /// Not a failure: the service's pods are stopping, and the data is dropped once they are gone.
+    #[error("{0}")]
+    StoppingService(String),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -99,29 +103,45 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let (secrets, secret_writer) = reflector::store();
     let secret_events = reflector::reflector(
         secret_writer,
-        watcher(api::<Secret>(&client, &namespace), owned.clone()),
+        watcher(api::<Secret>(&client, &namespace), owned.clone()).modify(without_managed_fields),
     )
     .default_backoff()
     .touched_objects();
     let (deployments, deployment_writer) = reflector::store();
     let deployment_events = reflector::reflector(
         deployment_writer,
-        watcher(api::<Deployment>(&client, &namespace), owned.clone()),
+        watcher(api::<Deployment>(&client, &namespace), owned.clone())
+            .modify(without_managed_fields),
     )
     .default_backoff()
     .touched_objects();
     let (services, service_writer) = reflector::store();
     let service_events = reflector::reflector(
         service_writer,
-        watcher(api::<Service>(&client, &namespace), owned),
+        watcher(api::<Service>(&client, &namespace), owned).modify(without_managed_fields),
     )
     .default_backoff()
     .touched_objects();
-    let controller = Controller::new(
-        api::<Microservice>(&client, &namespace),
-        watcher::Config::default(),
+    // Only changes by others start a reconcile: the status Tessera writes (placement and size
+    // among it) would otherwise start another reconcile of the same object each time.
+    let (store, writer) = reflector::store();
+    let microservices = reflector::reflector(
+        writer,
+        watcher(
+            api::<Microservice>(&client, &namespace),
+            watcher::Config::default(),
+        )
+        .modify(without_managed_fields),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(changed_by_others, PredicateConfig::default());
+    let controller = Controller::for_stream(microservices, store.clone()).with_config(
+        ControllerConfig::default()
+            .concurrency(ctx.settings.concurrency)
+            // Owned objects change in bursts (a rollout); one reconcile follows the burst.
+            .debounce(std::time::Duration::from_millis(500)),
     );
-    let store = controller.store();
     let seen = std::sync::Mutex::new(HashMap::new());
     let context = Arc::new(ServiceContext {
         ctx,
@@ -173,6 +193,48 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             }
         })
         .await;
+}
+
+/// Who wrote which field is the API server's business; a thousand cached objects' worth of it
+/// would be most of the operator's memory.
+fn without_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
+/// What, of a Microservice, is worth a reconcile: its spec (generation), annotations (the cleanup
+/// escape hatch), finalizers, deletion, and identity. Status is Tessera's own.
+fn changed_by_others(ms: &Microservice) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    ms.metadata.uid.hash(&mut hasher);
+    ms.metadata.generation.hash(&mut hasher);
+    ms.metadata.annotations.hash(&mut hasher);
+    ms.metadata.finalizers.hash(&mut hasher);
+    ms.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Changes when shards may have moved on the cluster: the end of each rebalance or drain.
+fn placement_token(cluster: &CitusCluster) -> String {
+    cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.rebalance.as_ref())
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r.job_id.unwrap_or_default(),
+                r.finished_at
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default()
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// What a Microservice depends on in its CitusCluster: the spec, whether it can take services,
@@ -230,8 +292,18 @@ async fn reconcile(ms: Arc<Microservice>, sc: Arc<ServiceContext>) -> Result<Act
 }
 
 fn error_policy(ms: Arc<Microservice>, error: &Error, sc: Arc<ServiceContext>) -> Action {
+    if let Error::Finalizer(inner) = error {
+        if let kube::runtime::finalizer::Error::CleanupFailed(Error::StoppingService(_)) = &**inner
+        {
+            // Pods are not watched: look again soon, without counting it as a failure.
+            return Action::requeue(STOPPING_SERVICE_POLL);
+        }
+    }
     sc.ctx.retry_after_failure(&*ms, error)
 }
+
+/// How often a Drop looks whether the service's pods are gone.
+const STOPPING_SERVICE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why the database side did not get ready this time.
 struct DatabaseFailure {
@@ -268,7 +340,8 @@ async fn provision(
     effective: &Effective,
     password: Option<String>,
 ) -> Result<(Provisioned, ConnectionConfig, String), DatabaseFailure> {
-    let (_cluster, connection) = resolve(
+    let (cluster, connection) = resolve(
+        &ctx.caches,
         &ctx.client,
         &effective.namespace,
         &effective.cluster_namespace,
@@ -298,9 +371,10 @@ async fn provision(
         password: password.clone(),
         password_is_new,
     };
-    let provisioned = database::provision(&connection, &desired)
-        .await
-        .map_err(DatabaseFailure::database)?;
+    let provisioned =
+        database::provision(&ctx.db, &connection, &desired, &placement_token(&cluster))
+            .await
+            .map_err(DatabaseFailure::database)?;
     Ok((provisioned, connection, password))
 }
 
@@ -460,7 +534,7 @@ async fn apply(ms: Arc<Microservice>, sc: Arc<ServiceContext>) -> Result<Action,
                 .await;
             }
             match problems.first() {
-                None => Ok(Action::requeue(ctx.settings.resync_interval)),
+                None => Ok(ctx.resync()),
                 Some(first) => Err(Error::Objects {
                     count: problems.len(),
                     first: first.message.clone(),

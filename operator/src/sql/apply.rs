@@ -1,7 +1,7 @@
 //! Runs plan steps. Each step's statements run in one transaction, so a step either happens
 //! whole or not at all; the catalog read of the next reconcile sees exactly what was done.
 
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
 use super::ownership::{Claim, CLAIMS_SCHEMA, CLAIMS_TABLE};
@@ -200,7 +200,7 @@ pub struct ApplyError {
 }
 
 /// Applies `steps` in order, stopping at the first failure.
-pub async fn apply(client: &mut Client, steps: &[Step]) -> Result<(), ApplyError> {
+pub async fn apply(client: &Client, steps: &[Step]) -> Result<(), ApplyError> {
     for step in steps {
         tracing::info!(?step, "applying");
         run_step(client, step).await.map_err(|error| ApplyError {
@@ -223,29 +223,47 @@ fn is_long(step: &Step) -> bool {
     )
 }
 
-async fn run_step(client: &mut Client, step: &Step) -> Result<(), tokio_postgres::Error> {
+/// One step in one transaction, in two round trips: BEGIN and the statements are sent together
+/// and answered in order (after a failure the server refuses the rest, and the first error is
+/// the step's); COMMIT is sent only once they all succeeded, so a step abandoned midway (its
+/// deadline passed) never commits later on its own.
+async fn run_step(client: &Client, step: &Step) -> Result<(), tokio_postgres::Error> {
     let statements = statements(step);
-    let tx = client.transaction().await?;
+    let mut begin = String::from("BEGIN");
     if is_long(step) {
-        tx.batch_execute(&format!(
-            "SET LOCAL statement_timeout = {}",
+        begin.push_str(&format!(
+            "; SET LOCAL statement_timeout = {}",
             super::LONG_STATEMENT_TIMEOUT.as_millis()
-        ))
-        .await?;
+        ));
     }
-    for statement in &statements {
+    let body = statements.iter().map(|statement| async move {
         if statement.params.is_empty() {
-            tx.batch_execute(&statement.sql).await?;
+            client.batch_execute(&statement.sql).await
         } else {
-            let params: Vec<&(dyn ToSql + Sync)> = statement
+            let params: Vec<(&(dyn ToSql + Sync), Type)> = statement
                 .params
                 .iter()
-                .map(|p| p as &(dyn ToSql + Sync))
+                .map(|p| (p as &(dyn ToSql + Sync), Type::TEXT))
                 .collect();
-            tx.execute(statement.sql.as_str(), &params).await?;
+            client
+                .query_typed(statement.sql.as_str(), &params)
+                .await
+                .map(|_| ())
+        }
+    });
+    let (begun, done) = futures::join!(
+        client.batch_execute(&begin),
+        futures::future::join_all(body)
+    );
+    let outcome = begun.and_then(|()| done.into_iter().collect::<Result<Vec<()>, _>>());
+    match outcome {
+        Ok(_) => client.batch_execute("COMMIT").await,
+        Err(error) => {
+            // The session stays usable; whoever holds it decides whether to keep it.
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(error)
         }
     }
-    tx.commit().await
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The one catalog read a reconcile plans from.
 
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use super::ownership::{Claim, CLAIMS_TABLE};
@@ -81,62 +82,137 @@ pub enum CatalogError {
     NonStandardStrings,
     #[error("the operator's database user is not a superuser; Tessera needs one to create roles and check their passwords")]
     NotSuperuser,
+    #[error("the catalog read returned no row")]
+    NoRow,
+    #[error("the server's catalog kept changing while it was read; it is read again later")]
+    Unsettled,
 }
 
-const BASE_QUERY: &str = "
+/// What decides the shape of the catalog statement: which of the tables it may name exist, and
+/// whether the operator may read password verifiers. Kept per coordinator (see `pool`), checked
+/// against what each read returns, and read again when they differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerFacts {
+    pub superuser: bool,
+    pub citus: bool,
+    pub dist_schema: bool,
+    pub claims_table: bool,
+}
+
+/// Where a coordinator's facts are kept between reads.
+pub type FactsCell = std::sync::Mutex<Option<ServerFacts>>;
+
+const FACTS_QUERY: &str = "
+SELECT coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false),
+       to_regclass('pg_catalog.pg_dist_authinfo') IS NOT NULL,
+       to_regclass('pg_catalog.pg_dist_schema') IS NOT NULL,
+       to_regclass('tessera_operator.claims') IS NOT NULL";
+
+/// The role ($1) and schema ($2) as the catalog has them, with what the facts allow, in one
+/// statement (one snapshot, one round trip). $3: also what a Drop must not take with it.
+fn catalog_statement(facts: ServerFacts) -> String {
+    let or_null =
+        |present: bool, sql: String, null: &str| if present { sql } else { null.to_string() };
+    let password = or_null(
+        facts.superuser,
+        "(SELECT rolpassword FROM pg_authid WHERE rolname = $1)".into(),
+        "NULL::text",
+    );
+    let authinfo = or_null(
+        facts.citus,
+        "(SELECT authinfo FROM pg_dist_authinfo WHERE nodeid = 0 AND rolename = $1)".into(),
+        "NULL::text",
+    );
+    let colocation = or_null(
+        facts.dist_schema,
+        "(SELECT colocationid::bigint FROM pg_dist_schema WHERE schemaid = (SELECT oid FROM ts))"
+            .into(),
+        "NULL::bigint",
+    );
+    let blockers = or_null(
+        facts.dist_schema,
+        format!(
+            "CASE WHEN EXISTS (SELECT 1 FROM ts) AND NOT EXISTS (SELECT 1 FROM pg_dist_schema \
+               WHERE schemaid = (SELECT oid FROM ts)) THEN ARRAY({DISTRIBUTION_BLOCKERS}) END"
+        ),
+        "NULL::text[]",
+    );
+    let distributed = or_null(
+        facts.dist_schema,
+        "EXISTS (SELECT 1 FROM pg_dist_schema WHERE schemaid = (SELECT oid FROM ts))".into(),
+        "false",
+    );
+    let claim = |kind: &str, name: &str, column: &str| {
+        or_null(
+            facts.claims_table,
+            format!(
+                "(SELECT {column} FROM {CLAIMS_TABLE} WHERE kind = '{kind}' AND name = {name})"
+            ),
+            "NULL::text",
+        )
+    };
+    format!(
+        "WITH ts AS (SELECT n.oid, pg_get_userbyid(n.nspowner)::text AS owner,
+                  obj_description(n.oid, 'pg_namespace') AS comment
+             FROM pg_namespace n WHERE n.nspname = $2),
+     tr AS (SELECT r.oid, r.rolcanlogin, r.rolsuper, r.rolconnlimit,
+                  shobj_description(r.oid, 'pg_authid') AS comment,
+                  ARRAY(SELECT unnest(d.setconfig) FROM pg_db_role_setting d
+                         WHERE d.setrole = r.oid
+                           AND d.setdatabase IN (0, (SELECT oid FROM pg_database
+                                                      WHERE datname = current_database())))
+                    AS settings
+             FROM pg_roles r WHERE r.rolname = $1)
 SELECT current_setting('server_version') AS server_version,
        current_setting('standard_conforming_strings') = 'on' AS standard_strings,
-       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS is_superuser,
+       coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false) AS superuser,
        (SELECT extversion FROM pg_extension WHERE extname = 'citus') AS citus_version,
-       (SELECT count(*) FROM pg_class WHERE relname = 'pg_dist_schema'
-          AND relnamespace = 'pg_catalog'::regnamespace) > 0 AS has_dist_schema,
-       to_regclass('tessera_operator.claims') IS NOT NULL AS has_claims";
-
-const ROLE_QUERY: &str = "
-SELECT r.rolcanlogin, r.rolsuper, r.rolconnlimit,
-       shobj_description(r.oid, 'pg_authid') AS comment,
-       ARRAY(SELECT unnest(s.setconfig)
-               FROM pg_db_role_setting s
-              WHERE s.setrole = r.oid
-                AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
-           ) AS settings
-  FROM pg_roles r
- WHERE r.rolname = $1";
-
-const PASSWORD_QUERY: &str = "SELECT rolpassword FROM pg_authid WHERE rolname = $1";
-
-/// The claims rows of a role ($1) and a schema ($2).
-fn claims_query() -> String {
-    format!(
-        "SELECT kind, state, uid, resource FROM {CLAIMS_TABLE} \
-          WHERE (kind = 'role' AND name = $1) OR (kind = 'schema' AND name = $2)"
+       to_regclass('pg_catalog.pg_dist_authinfo') IS NOT NULL AS has_citus_tables,
+       to_regclass('pg_catalog.pg_dist_schema') IS NOT NULL AS has_dist_schema,
+       to_regclass('tessera_operator.claims') IS NOT NULL AS has_claims,
+       EXISTS (SELECT 1 FROM tr) AS role_exists,
+       (SELECT rolcanlogin FROM tr) AS can_login,
+       (SELECT rolsuper FROM tr) AS role_superuser,
+       (SELECT rolconnlimit FROM tr) AS connection_limit,
+       (SELECT comment FROM tr) AS role_comment,
+       (SELECT settings FROM tr) AS role_settings,
+       {password} AS password_verifier,
+       {authinfo} AS role_authinfo,
+       EXISTS (SELECT 1 FROM ts) AS schema_exists,
+       (SELECT owner FROM ts) AS schema_owner,
+       (SELECT comment FROM ts) AS schema_comment,
+       {colocation} AS colocation_id,
+       {blockers} AS distribution_blockers,
+       CASE WHEN EXISTS (SELECT 1 FROM ts) AND NOT {distributed} THEN
+         (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
+           WHERE c.relnamespace = (SELECT oid FROM ts) AND c.relkind IN ('r', 'm', 'p')) END
+         AS local_size,
+       CASE WHEN $3 THEN ARRAY({DROP_BLOCKERS}) END AS drop_blockers,
+       {role_state} AS role_claim_state, {role_uid} AS role_claim_uid,
+       {role_resource} AS role_claim_resource,
+       {schema_state} AS schema_claim_state, {schema_uid} AS schema_claim_uid,
+       {schema_resource} AS schema_claim_resource",
+        role_state = claim("role", "$1", "state"),
+        role_uid = claim("role", "$1", "uid"),
+        role_resource = claim("role", "$1", "resource"),
+        schema_state = claim("schema", "$2", "state"),
+        schema_uid = claim("schema", "$2", "uid"),
+        schema_resource = claim("schema", "$2", "resource"),
     )
 }
 
-const AUTHINFO_QUERY: &str =
-    "SELECT authinfo FROM pg_dist_authinfo WHERE nodeid = 0 AND rolename = $1";
-
-const SCHEMA_QUERY: &str = "
-SELECT pg_get_userbyid(n.nspowner)::text AS owner,
-       obj_description(n.oid, 'pg_namespace') AS comment,
-       n.oid AS oid
-  FROM pg_namespace n
- WHERE n.nspname = $1";
-
-const DIST_SCHEMA_QUERY: &str =
-    "SELECT colocationid::bigint FROM pg_dist_schema WHERE schemaid = $1::oid";
-
 /// The preconditions of `citus_schema_distribute` (Citus 13's schema_based_sharding.c), as
-/// objects that break them. Reference tables may be referenced from a distributed schema.
-const DISTRIBUTION_BLOCKERS_QUERY: &str = "
+/// objects that break them, for the schema `s`. Reference tables may be referenced from a
+/// distributed schema.
+const DISTRIBUTION_BLOCKERS: &str = "
 SELECT format('foreign table %s', c.oid::regclass)
-  FROM pg_class c WHERE c.relnamespace = $1::oid AND c.relkind = 'f'
+  FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM ts) AND c.relkind = 'f'
 UNION ALL
 SELECT format('%s inherits from %s', child.oid::regclass, parent.oid::regclass)
   FROM pg_inherits i
   JOIN pg_class child ON child.oid = i.inhrelid
   JOIN pg_class parent ON parent.oid = i.inhparent
- WHERE (child.relnamespace = $1::oid OR parent.relnamespace = $1::oid)
+ WHERE (child.relnamespace = (SELECT oid FROM ts) OR parent.relnamespace = (SELECT oid FROM ts))
    AND (parent.relkind <> 'p' OR child.relnamespace <> parent.relnamespace)
 UNION ALL
 SELECT format('foreign key %I on %s references %s in another schema',
@@ -144,7 +220,7 @@ SELECT format('foreign key %I on %s references %s in another schema',
   FROM pg_constraint con
   JOIN pg_class src ON src.oid = con.conrelid
   JOIN pg_class dst ON dst.oid = con.confrelid
- WHERE con.contype = 'f' AND src.relnamespace = $1::oid AND dst.relnamespace <> $1::oid
+ WHERE con.contype = 'f' AND src.relnamespace = (SELECT oid FROM ts) AND dst.relnamespace <> (SELECT oid FROM ts)
    AND NOT EXISTS (SELECT 1 FROM pg_dist_partition p
                     WHERE p.logicalrelid = dst.oid AND p.repmodel = 't')
 UNION ALL
@@ -153,18 +229,18 @@ SELECT format('foreign key %I on %s (in another schema) references %s',
   FROM pg_constraint con
   JOIN pg_class src ON src.oid = con.conrelid
   JOIN pg_class dst ON dst.oid = con.confrelid
- WHERE con.contype = 'f' AND dst.relnamespace = $1::oid AND src.relnamespace <> $1::oid
+ WHERE con.contype = 'f' AND dst.relnamespace = (SELECT oid FROM ts) AND src.relnamespace <> (SELECT oid FROM ts)
 UNION ALL
 SELECT format('%s is already distributed', p.logicalrelid::regclass)
   FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid
- WHERE c.relnamespace = $1::oid AND NOT (p.partmethod = 'n' AND p.colocationid = 0)
+ WHERE c.relnamespace = (SELECT oid FROM ts) AND NOT (p.partmethod = 'n' AND p.colocationid = 0)
  ORDER BY 1";
 
 /// What a Drop must not take with it: objects outside the schema that depend on objects in it
 /// (views, foreign keys, functions; a view's dependency is recorded on its rule), objects the
 /// role owns outside its schema here (DROP OWNED would drop them), and objects it owns in other
 /// databases or shared objects it owns (DROP ROLE would fail on them).
-const DROP_BLOCKERS_QUERY: &str = "
+const DROP_BLOCKERS: &str = "
 WITH dependents AS (
   SELECT d.classid, d.objid, d.refclassid, d.refobjid,
          -- Rules (views), column defaults, triggers and policies live with their table.
@@ -185,171 +261,152 @@ SELECT DISTINCT
   FROM dependents x,
        LATERAL pg_identify_object(x.classid, x.objid, 0) dep,
        LATERAL pg_identify_object(x.refclassid, x.refobjid, 0) ref
- WHERE ref.schema = $1
+ WHERE ref.schema = $2
    AND coalesce((SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.oid = x.table_oid), dep.schema) IS DISTINCT FROM $1
+                  WHERE c.oid = x.table_oid), dep.schema) IS DISTINCT FROM $2
 UNION
 SELECT o.type || ' ' || o.identity || ' is owned by the role outside its schema'
   FROM pg_shdepend s, LATERAL pg_identify_object(s.classid, s.objid, 0) o
- WHERE s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $2)
+ WHERE s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $1)
    AND s.deptype = 'o'
    AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-   AND o.schema IS DISTINCT FROM $1
-   AND NOT (o.type = 'schema' AND o.identity = quote_ident($1))
+   AND o.schema IS DISTINCT FROM $2
+   AND NOT (o.type = 'schema' AND o.identity = quote_ident($2))
 UNION
 SELECT count(*) || ' object(s) in database ' || quote_ident(d.datname) || ' are owned by the role'
   FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid
- WHERE s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $2)
+ WHERE s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $1)
    AND s.deptype = 'o'
    AND d.datname <> current_database()
  GROUP BY d.datname
 UNION
 SELECT o.type || ' ' || o.identity || ' is owned by the role'
   FROM pg_shdepend s, LATERAL pg_identify_object(s.classid, s.objid, 0) o
- WHERE s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $2)
+ WHERE s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $1)
    AND s.deptype = 'o' AND s.dbid = 0
  ORDER BY 1";
 
-const LOCAL_SIZE_QUERY: &str = "
-SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
-  FROM pg_class c
- WHERE c.relnamespace = $1::oid AND c.relkind IN ('r', 'm', 'p')";
-
-/// Size and node of a distributed schema: its tables' shards, summed per node. A schema without
-/// tables has no shards and so no node yet.
-const CITUS_PLACEMENT_QUERY: &str = "
-SELECT nodename || ':' || nodeport AS node, sum(shard_size)::bigint AS size
-  FROM citus_shards
- WHERE colocation_id = $1::int
- GROUP BY nodename, nodeport
- ORDER BY sum(shard_size) DESC";
-
-/// Reads the state of `role` and `schema` in one read-only, repeatable-read snapshot.
-pub async fn read(client: &mut Client, role: &str, schema: &str) -> Result<Catalog, CatalogError> {
-    read_with(client, role, schema, false).await
+/// Reads the state of `role` and `schema` (learning the server's facts first: two round trips).
+pub async fn read(client: &Client, role: &str, schema: &str) -> Result<Catalog, CatalogError> {
+    read_with(client, &FactsCell::default(), role, schema, false).await
 }
 
-/// As `read`, and with `drop_checks` also what a Drop must not take with it.
+/// Reads the state of `role` and `schema`, and with `drop_checks` also what a Drop must not take
+/// with it, in one statement shaped by the server's facts in `facts` (read first when unknown,
+/// and again when the answer shows they changed).
 pub async fn read_with(
-    client: &mut Client,
+    client: &Client,
+    facts: &FactsCell,
     role: &str,
     schema: &str,
     drop_checks: bool,
 ) -> Result<Catalog, CatalogError> {
-    let tx = super::snapshot(client).await?;
-    let base = tx.query_one(BASE_QUERY, &[]).await?;
-    if !base.get::<_, bool>("standard_strings") {
+    for _ in 0..3 {
+        let known = *facts.lock().unwrap_or_else(|e| e.into_inner());
+        let current = match known {
+            Some(current) => current,
+            None => {
+                let row = client.query_typed(FACTS_QUERY, &[]).await?;
+                let row = row.first().ok_or(CatalogError::NoRow)?;
+                let learned = ServerFacts {
+                    superuser: row.get(0),
+                    citus: row.get(1),
+                    dist_schema: row.get(2),
+                    claims_table: row.get(3),
+                };
+                *facts.lock().unwrap_or_else(|e| e.into_inner()) = Some(learned);
+                learned
+            }
+        };
+        if !current.superuser {
+            // The facts are read again next time: privileges may be granted meanwhile.
+            *facts.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            return Err(CatalogError::NotSuperuser);
+        }
+        let answer = client
+            .query_typed(
+                &catalog_statement(current),
+                &[
+                    (&role, Type::TEXT),
+                    (&schema, Type::TEXT),
+                    (&drop_checks, Type::BOOL),
+                ],
+            )
+            .await;
+        let rows = match answer {
+            Ok(rows) => rows,
+            // A table the statement names went away (Citus dropped, say): learn the facts anew.
+            Err(error)
+                if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+            {
+                *facts.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let row = rows.first().ok_or(CatalogError::NoRow)?;
+        let seen = ServerFacts {
+            superuser: row.get("superuser"),
+            citus: row.get("has_citus_tables"),
+            dist_schema: row.get("has_dist_schema"),
+            claims_table: row.get("has_claims"),
+        };
+        if seen != current {
+            *facts.lock().unwrap_or_else(|e| e.into_inner()) = Some(seen);
+            continue;
+        }
+        return catalog_from(row);
+    }
+    Err(CatalogError::Unsettled)
+}
+
+fn catalog_from(row: &tokio_postgres::Row) -> Result<Catalog, CatalogError> {
+    if !row.get::<_, bool>("standard_strings") {
         return Err(CatalogError::NonStandardStrings);
     }
-    let is_superuser: bool = base.get::<_, Option<bool>>("is_superuser").unwrap_or(false);
-    if !is_superuser {
-        return Err(CatalogError::NotSuperuser);
-    }
-    let citus_version: Option<String> = base.get("citus_version");
-    let has_dist_schema: bool = base.get("has_dist_schema");
-
-    let role_state = match tx.query_opt(ROLE_QUERY, &[&role]).await? {
-        None => None,
-        Some(row) => {
-            let password_verifier = if is_superuser {
-                tx.query_opt(PASSWORD_QUERY, &[&role])
-                    .await?
-                    .and_then(|r| r.get::<_, Option<String>>(0))
-            } else {
-                None
-            };
-            Some(RoleState {
-                claim: Claim::Foreign,
-                recorded: false,
-                can_login: row.get("rolcanlogin"),
-                superuser: row.get("rolsuper"),
-                connection_limit: row.get("rolconnlimit"),
-                comment: row.get("comment"),
-                settings: row
-                    .get::<_, Option<Vec<String>>>("settings")
-                    .unwrap_or_default(),
-                password_verifier,
-            })
-        }
+    let citus_version: Option<String> = row.get("citus_version");
+    let has_dist_schema: bool = row.get("has_dist_schema");
+    let claims_table: bool = row.get("has_claims");
+    let claim_row = |prefix: &str| -> Option<Claim> {
+        let state: Option<String> = row.get(format!("{prefix}_claim_state").as_str());
+        let uid: Option<String> = row.get(format!("{prefix}_claim_uid").as_str());
+        let resource: Option<String> = row.get(format!("{prefix}_claim_resource").as_str());
+        state.map(|state| Claim::from_row(&state, uid, resource.unwrap_or_default()))
     };
-
-    let role_authinfo = if citus_version.is_some() {
-        tx.query_opt(AUTHINFO_QUERY, &[&role])
-            .await?
-            .map(|r| r.get::<_, String>(0))
-    } else {
-        None
+    let role_row = claim_row("role");
+    let schema_row = claim_row("schema");
+    let role_state = row.get::<_, bool>("role_exists").then(|| RoleState {
+        claim: Claim::Foreign,
+        recorded: false,
+        can_login: row.get::<_, Option<bool>>("can_login").unwrap_or(false),
+        superuser: row
+            .get::<_, Option<bool>>("role_superuser")
+            .unwrap_or(false),
+        connection_limit: row.get::<_, Option<i32>>("connection_limit").unwrap_or(-1),
+        comment: row.get("role_comment"),
+        settings: row
+            .get::<_, Option<Vec<String>>>("role_settings")
+            .unwrap_or_default(),
+        password_verifier: row.get("password_verifier"),
+    });
+    let colocation_id: Option<i64> = row.get("colocation_id");
+    let schema_state = row.get::<_, bool>("schema_exists").then(|| SchemaState {
+        claim: Claim::Foreign,
+        recorded: false,
+        owner: row
+            .get::<_, Option<String>>("schema_owner")
+            .unwrap_or_default(),
+        comment: row.get("schema_comment"),
+        colocation_id,
+    });
+    // A distributed schema's placement comes from the cluster-wide read (`placement`).
+    let placement = match (&schema_state, colocation_id) {
+        (Some(_), None) => Some(Placement {
+            node: None,
+            size_bytes: row.get::<_, Option<i64>>("local_size").unwrap_or(0),
+        }),
+        _ => None,
     };
-
-    let schema_sharding = citus_version.is_some() && has_dist_schema;
-    let mut distribution_blockers = Vec::new();
-    let mut placement = None;
-    let schema_state = match tx.query_opt(SCHEMA_QUERY, &[&schema]).await? {
-        None => None,
-        Some(row) => {
-            let oid: u32 = row.get("oid");
-            let colocation_id = if citus_version.is_some() && has_dist_schema {
-                tx.query_opt(DIST_SCHEMA_QUERY, &[&oid])
-                    .await?
-                    .map(|r| r.get::<_, i64>(0))
-            } else {
-                None
-            };
-            if schema_sharding && colocation_id.is_none() {
-                distribution_blockers = tx
-                    .query(DISTRIBUTION_BLOCKERS_QUERY, &[&oid])
-                    .await?
-                    .into_iter()
-                    .map(|r| r.get(0))
-                    .collect();
-            }
-            placement = Some(match colocation_id {
-                Some(colocation) => {
-                    let colocation = i32::try_from(colocation).unwrap_or(i32::MAX);
-                    let rows = tx.query(CITUS_PLACEMENT_QUERY, &[&colocation]).await?;
-                    Placement {
-                        node: rows.first().map(|r| r.get::<_, String>("node")),
-                        size_bytes: rows
-                            .iter()
-                            .map(|r| r.get::<_, Option<i64>>("size").unwrap_or(0))
-                            .sum(),
-                    }
-                }
-                None => Placement {
-                    node: None,
-                    size_bytes: tx.query_one(LOCAL_SIZE_QUERY, &[&oid]).await?.get(0),
-                },
-            });
-            Some(SchemaState {
-                claim: Claim::Foreign,
-                recorded: false,
-                owner: row.get("owner"),
-                comment: row.get("comment"),
-                colocation_id,
-            })
-        }
-    };
-    let drop_blockers = if drop_checks {
-        tx.query(DROP_BLOCKERS_QUERY, &[&schema, &role])
-            .await?
-            .into_iter()
-            .map(|r| r.get(0))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let claims_table: bool = base.get("has_claims");
-    let (mut role_row, mut schema_row) = (None, None);
-    if claims_table {
-        for row in tx.query(claims_query().as_str(), &[&role, &schema]).await? {
-            let claim = Claim::from_row(row.get("state"), row.get("uid"), row.get("resource"));
-            if row.get::<_, String>("kind") == "role" {
-                role_row = Some(claim);
-            } else {
-                schema_row = Some(claim);
-            }
-        }
-    }
     let (role_claim, schema_claim) = Claim::of_role_and_schema(
         role_row.clone(),
         schema_row.clone(),
@@ -366,17 +423,20 @@ pub async fn read_with(
         state.claim = schema_claim;
         state.recorded = schema_row.is_some();
     }
-    tx.commit().await?;
     Ok(Catalog {
-        server_version: base.get("server_version"),
+        server_version: row.get("server_version"),
+        schema_sharding: citus_version.is_some() && has_dist_schema,
         citus_version,
         role: role_state,
-        role_authinfo,
+        role_authinfo: row.get("role_authinfo"),
         schema: schema_state,
         placement,
-        schema_sharding,
         claims_table,
-        distribution_blockers,
-        drop_blockers,
+        distribution_blockers: row
+            .get::<_, Option<Vec<String>>>("distribution_blockers")
+            .unwrap_or_default(),
+        drop_blockers: row
+            .get::<_, Option<Vec<String>>>("drop_blockers")
+            .unwrap_or_default(),
     })
 }

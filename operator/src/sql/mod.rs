@@ -1,28 +1,36 @@
 //! All of Tessera's SQL.
 //!
-//! A reconcile reads the catalog once (`catalog::read`, one read-only snapshot), computes a plan
-//! from it without touching the database (`plan`), and applies the plan's steps (`apply`).
+//! A reconcile reads the catalog once (`catalog::read_with`, one statement), computes a plan
+//! from it without touching the database (`plan`), and applies the plan's steps (`apply`), on a
+//! session from the coordinator's pool (`pool`). Placement comes from one cluster-wide read
+//! shared by every Microservice of a coordinator (`placement`).
 //! Identifiers are always quoted; values are bind parameters wherever PostgreSQL accepts them,
 //! and the few utility-statement values it does not accept (comments, connection limits,
 //! password verifiers) go through `quote::literal`. Passwords are sent only as SCRAM verifiers.
-//! Ownership lives in the database as a comment on the role and the schema (`ownership`), so
-//! Tessera never adopts or drops what it did not create.
+//! Ownership lives in the database, in a table only the operator's superuser can change
+//! (`ownership`), so Tessera never adopts or drops what it did not create.
 
 pub mod apply;
 pub mod catalog;
 pub mod cluster;
 pub mod connect;
+pub mod coordinators;
 pub mod membership;
 pub mod ownership;
+pub mod placement;
 pub mod plan;
+pub mod pool;
 pub mod quote;
 pub mod scram;
 pub mod tls;
 
 pub use catalog::Catalog;
 pub use connect::{connect, ConnectError, ConnectionConfig, SessionLimits, LONG_STATEMENT_TIMEOUT};
+pub use coordinators::Coordinators;
 pub use ownership::{Claim, Owner};
-pub use plan::{plan_cleanup, plan_provision, Cleanup, CleanupPlan, Conflict, Desired, Step};
+pub use plan::{
+    plan_cleanup, plan_provision, Cleanup, CleanupPlan, Conflict, Desired, PasswordCheck, Step,
+};
 
 /// The server's message for a failed statement, with its detail when there is one; the
 /// client's description otherwise.

@@ -3,7 +3,6 @@
 use super::catalog::Catalog;
 use super::membership::password_authinfo;
 use super::ownership::{Claim, Owner};
-use super::scram;
 
 /// The database side a Microservice asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +18,22 @@ pub struct Desired {
     pub password: String,
     /// The password was generated in this reconcile, so the role must get it.
     pub password_is_new: bool,
+}
+
+/// What the caller learned about the password before planning (hashing costs CPU, so the plan
+/// does none): whether the role's stored verifier is the Secret's password, and the verifier to
+/// set when the role is created or its password set again (empty when neither happens).
+#[derive(Debug, Clone, Default)]
+pub struct PasswordCheck {
+    pub current: bool,
+    pub verifier: String,
+}
+
+impl PasswordCheck {
+    /// Whether planning needs a fresh verifier: no role yet, a new password, or a stale one.
+    pub fn verifier_needed(catalog: &Catalog, desired: &Desired, current: bool) -> bool {
+        catalog.role.is_none() || desired.password_is_new || !current
+    }
 }
 
 /// One change to the database. Each step is applied on its own; a crash between steps leaves a
@@ -177,7 +192,11 @@ pub struct Conflict {
 }
 
 /// The steps that bring the catalog to `desired`, or the conflict that forbids any change.
-pub fn plan_provision(catalog: &Catalog, desired: &Desired) -> Result<Vec<Step>, Conflict> {
+pub fn plan_provision(
+    catalog: &Catalog,
+    desired: &Desired,
+    password: &PasswordCheck,
+) -> Result<Vec<Step>, Conflict> {
     let owner = &desired.owner;
     if let Some(role) = &catalog.role {
         let claim = &role.claim;
@@ -214,7 +233,7 @@ pub fn plan_provision(catalog: &Catalog, desired: &Desired) -> Result<Vec<Step>,
     match &catalog.role {
         None => steps.push(Step::CreateRole {
             role: role.clone(),
-            verifier: scram::verifier(&desired.password),
+            verifier: password.verifier.clone(),
             connection_limit: desired.connection_limit,
             claim: owner.claim(),
         }),
@@ -237,15 +256,10 @@ pub fn plan_provision(catalog: &Catalog, desired: &Desired) -> Result<Vec<Step>,
                     connection_limit: desired.connection_limit,
                 });
             }
-            let password_current = !desired.password_is_new
-                && state
-                    .password_verifier
-                    .as_deref()
-                    .is_none_or(|stored| scram::matches(stored, &desired.password));
-            if !password_current {
+            if desired.password_is_new || !password.current {
                 steps.push(Step::SetPassword {
                     role: role.clone(),
-                    verifier: scram::verifier(&desired.password),
+                    verifier: password.verifier.clone(),
                 });
             }
         }
@@ -445,6 +459,13 @@ mod tests {
         }
     }
 
+    fn checked() -> PasswordCheck {
+        PasswordCheck {
+            current: true,
+            verifier: String::new(),
+        }
+    }
+
     /// A Citus catalog where role and schema exist, are Tessera's, and the schema is local.
     fn provisioned(citus: &str, schema_sharding: bool) -> Catalog {
         Catalog {
@@ -475,7 +496,8 @@ mod tests {
 
     #[test]
     fn a_schema_is_distributed_when_citus_can() {
-        let steps = plan_provision(&provisioned("13.2-1", true), &desired()).expect("plan");
+        let steps =
+            plan_provision(&provisioned("13.2-1", true), &desired(), &checked()).expect("plan");
         assert_eq!(
             steps,
             vec![Step::DistributeSchema {
@@ -486,7 +508,8 @@ mod tests {
 
     #[test]
     fn citus_before_12_leaves_the_schema_local() {
-        let steps = plan_provision(&provisioned("11.3-1", false), &desired()).expect("plan");
+        let steps =
+            plan_provision(&provisioned("11.3-1", false), &desired(), &checked()).expect("plan");
         assert!(steps.is_empty(), "{steps:?}");
     }
 
@@ -497,7 +520,7 @@ mod tests {
             "foreign key items_fk on orders.items references billing.accounts in another schema"
                 .into(),
         ];
-        let steps = plan_provision(&catalog, &desired()).expect("plan");
+        let steps = plan_provision(&catalog, &desired(), &checked()).expect("plan");
         assert!(steps.is_empty(), "{steps:?}");
     }
 }

@@ -43,6 +43,55 @@ pub fn matches(stored: &str, password: &str) -> bool {
     constant_time_eq(&computed, &stored_key)
 }
 
+/// Remembered answers of `matches`: a check costs 4096 rounds of HMAC-SHA-256, and the same
+/// stored verifier and password come back at every resync. The work runs on the blocking
+/// pool, never on the reconcilers' threads.
+#[derive(Default)]
+pub struct Checks {
+    known: std::sync::Mutex<std::collections::HashMap<[u8; 32], bool>>,
+}
+
+/// Remembered answers kept at most; beyond, the memory starts over.
+const CHECKS_KEPT: usize = 20_000;
+
+impl Checks {
+    pub async fn matches(&self, stored: &str, password: &str) -> bool {
+        let mut hasher = Sha256::new();
+        hasher.update(stored.as_bytes());
+        hasher.update([0]);
+        hasher.update(password.as_bytes());
+        let key: [u8; 32] = hasher.finalize().into();
+        if let Some(known) = self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return *known;
+        }
+        let (stored_owned, password_owned) = (stored.to_string(), password.to_string());
+        let answer = tokio::task::spawn_blocking(move || matches(&stored_owned, &password_owned))
+            .await
+            // A check that could not run counts as a mismatch: the password is set again.
+            .unwrap_or(false);
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= CHECKS_KEPT {
+            known.clear();
+        }
+        known.insert(key, answer);
+        answer
+    }
+}
+
+/// `verifier`, computed on the blocking pool.
+pub async fn new_verifier(password: &str) -> String {
+    let owned = password.to_string();
+    match tokio::task::spawn_blocking(move || verifier(&owned)).await {
+        Ok(verifier) => verifier,
+        Err(_) => verifier(password),
+    }
+}
+
 fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length, so new_from_slice cannot fail.
     let mut mac = match Hmac::<Sha256>::new_from_slice(key) {

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use pgtemp::TempPostgres;
-use tessera::microservice::database::provision;
-use tessera::sql::{ConnectionConfig, Desired, Owner};
+use tessera::microservice::database::{self, DatabaseError, Provisioned};
+use tessera::sql::{Cleanup, CleanupPlan, ConnectionConfig, Coordinators, Desired, Owner};
 use tokio_postgres::Client;
 
 pub fn start_postgres() -> TempPostgres {
@@ -139,4 +139,33 @@ pub async fn provision_two_and_check_isolation(pg: &TempPostgres) -> (Client, De
         .get(0);
     assert_eq!(rows, 1, "alice's row is untouched");
     (alice_db, alice)
+}
+
+/// The reconcile's database side as a test calls it: with a pool of its own each time, as a
+/// freshly started operator has.
+pub async fn provision(
+    config: &ConnectionConfig,
+    desired: &Desired,
+) -> Result<Provisioned, DatabaseError> {
+    database::provision(&Coordinators::default(), config, desired, "").await
+}
+
+/// Cleanup as a freshly started operator does it.
+#[allow(dead_code)]
+pub async fn cleanup(
+    config: &ConnectionConfig,
+    owner: &Owner,
+    role: &str,
+    schema: &str,
+    policy: Cleanup,
+) -> Result<CleanupPlan, DatabaseError> {
+    database::cleanup(
+        &Coordinators::default(),
+        config,
+        owner,
+        role,
+        schema,
+        policy,
+    )
+    .await
 }

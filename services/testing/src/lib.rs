@@ -45,7 +45,7 @@ pub async fn provision_role(pg: &TempPostgres, name: &str) -> (String, String) {
         password: password.clone(),
         password_is_new: true,
     };
-    provision(&admin, &desired)
+    provision(&tessera::sql::Coordinators::default(), &admin, &desired, "")
         .await
         .expect("provision the role and schema");
     (role, password)
@@ -204,13 +204,29 @@ impl Http {
     }
 
     pub async fn send(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Response {
+        self.try_send(method, path, body)
+            .await
+            .expect("HTTP request")
+    }
+
+    /// Like `send`, with a transport failure (refused, reset, cut-off body) as an error.
+    pub async fn try_send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, String> {
         let request = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .expect("request");
-        let response = self.client.request(request).await.expect("HTTP request");
+            .map_err(|e| e.to_string())?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         let content_type = response
             .headers()
@@ -222,15 +238,15 @@ impl Http {
             .into_body()
             .collect()
             .await
-            .expect("body")
+            .map_err(|e| e.to_string())?
             .to_bytes();
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Response {
+        Ok(Response {
             status,
             body,
             content_type,
-        }
+        })
     }
 
     pub async fn get(&self, path: &str) -> Response {

@@ -110,7 +110,7 @@ fn kubeconfig(
 
 /// How big a control plane is. The defaults hold a thousand Microservices with their
 /// Deployments and Services; `TESSERA_E2E_PODS_PER_NODE`, `TESSERA_E2E_SERVICE_CIDR` and
-/// `TESSERA_E2E_AUDIT_USER` change them.
+/// `TESSERA_E2E_AUDIT_USERS` (comma-separated) change them.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// kwok nodes.
@@ -119,9 +119,9 @@ pub struct Options {
     pub pods_per_node: u32,
     /// The Service ClusterIP range (a /16, like kind's, holds 65,000 Services).
     pub service_cidr: String,
-    /// Record this user's requests in `DIR/audit.log` (the API server's audit log, one JSON
+    /// Record these users' requests in `DIR/audit.log` (the API server's audit log, one JSON
     /// line per request), for counting what a client sent.
-    pub audit_user: Option<String>,
+    pub audit_users: Vec<String>,
 }
 
 impl Options {
@@ -133,15 +133,17 @@ impl Options {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(500),
             service_cidr: env("TESSERA_E2E_SERVICE_CIDR").unwrap_or_else(|| "10.0.0.0/16".into()),
-            audit_user: env("TESSERA_E2E_AUDIT_USER"),
+            audit_users: env("TESSERA_E2E_AUDIT_USERS")
+                .map(|v| v.split(',').map(|u| u.trim().to_string()).collect())
+                .unwrap_or_default(),
         }
     }
 }
 
-/// Audit only `user`'s requests, at the Metadata level, once each (when answered).
-fn audit_policy(user: &str) -> String {
+/// Audit only `users`' requests, at the Metadata level, once each (when answered).
+fn audit_policy(users: &[String]) -> String {
     format!(
-        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n  users: [{user:?}]\n- level: None\n"
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n  users: {users:?}\n- level: None\n"
     )
 }
 
@@ -290,9 +292,9 @@ impl ControlPlane {
             .arg("--endpoint-reconciler-type=none")
             .arg("--profiling=false")
             .arg("--v=1");
-        if let Some(user) = &options.audit_user {
+        if !options.audit_users.is_empty() {
             let policy = dir.join("audit-policy.yaml");
-            std::fs::write(&policy, audit_policy(user))?;
+            std::fs::write(&policy, audit_policy(&options.audit_users))?;
             apiserver
                 .arg(format!("--audit-policy-file={}", policy.display()))
                 .arg(format!(

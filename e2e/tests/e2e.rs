@@ -609,7 +609,9 @@ async fn services_on_postgres(env: &Env) -> Result<()> {
         "involvedObject.name=user-service",
     ])?;
     ensure!(
-        events.contains("RoleCreated") && events.contains("SchemaCreated"),
+        events.contains("DatabaseProvisioned")
+            && events.contains("created role user_service")
+            && events.contains("created schema user_service"),
         "{events}"
     );
 

@@ -27,7 +27,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use pgtemp::TempPostgres;
 use serde_json::json;
 use tessera::crd::{CitusCluster, Microservice};
-use tessera_e2e::controlplane::{ControlPlane, Options, OPERATOR_USER};
+use tessera_e2e::controlplane::{ControlPlane, Options, ADMIN, OPERATOR_USER};
 use tessera_e2e::harness;
 use tessera_e2e::process;
 use tessera_e2e::tools::Tools;
@@ -195,6 +195,25 @@ impl DatabaseCounters {
             .get(0);
         Ok((statements, connections_opened(pg) - self.log_mark))
     }
+
+    /// The operator's statements that took the most server time since `reset`: (calls,
+    /// milliseconds in all, the statement's first words).
+    async fn heaviest(&self, n: i64) -> Result<Vec<(i64, f64, String)>> {
+        let rows = self
+            .admin
+            .query(
+                "SELECT s.calls, s.total_exec_time, \
+                        left(regexp_replace(s.query, '\\s+', ' ', 'g'), 70) \
+                   FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
+                  WHERE r.rolname = $1 ORDER BY s.total_exec_time DESC LIMIT $2",
+                &[&OPERATOR_ROLE, &n],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
 }
 
 fn connections_opened(pg: &TempPostgres) -> usize {
@@ -314,6 +333,93 @@ fn cpu_seconds(pid: i32) -> f64 {
     (ticks(11) + ticks(12)) / per_second
 }
 
+/// Busy CPU seconds of the whole machine (every core), from /proc/stat.
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
+    let busy: f64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .take(8)
+        .map(|(_, t)| t)
+        .sum();
+    // SAFETY: sysconf only reads a constant of the system.
+    busy / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// Where the CPU went over a stretch of time: each control-plane process and the operator by
+/// pid, the machine as a whole, and the rest (PostgreSQL, the benchmark) as the difference.
+struct CpuMeter {
+    processes: Vec<(String, i32, f64)>,
+    machine: f64,
+    started: Instant,
+}
+
+impl CpuMeter {
+    fn start(plane_dir: &std::path::Path, operator_pid: i32) -> Self {
+        let mut processes = vec![("operator".to_string(), operator_pid)];
+        if let Ok(entries) = std::fs::read_dir(plane_dir.join("pids")) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let Some(name) = name.strip_suffix(".pid") else {
+                    continue;
+                };
+                let pid = std::fs::read_to_string(entry.path())
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok());
+                if let (Some(pid), false) = (pid, name == "operator") {
+                    processes.push((name.to_string(), pid));
+                }
+            }
+        }
+        processes.sort();
+        Self {
+            processes: processes
+                .into_iter()
+                .map(|(name, pid)| {
+                    let now = cpu_seconds(pid);
+                    (name, pid, now)
+                })
+                .collect(),
+            machine: machine_busy_seconds(),
+            started: Instant::now(),
+        }
+    }
+
+    /// One line: busy core-seconds of the machine out of those there were, and who used them.
+    fn summary(&self) -> String {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64;
+        let machine = machine_busy_seconds() - self.machine;
+        let mut parts = Vec::new();
+        let mut named = 0.0;
+        for (name, pid, before) in &self.processes {
+            let used = (cpu_seconds(*pid) - before).max(0.0);
+            named += used;
+            parts.push(format!("{name} {used:.1}"));
+        }
+        parts.push(format!(
+            "PostgreSQL and the rest {:.1}",
+            (machine - named).max(0.0)
+        ));
+        format!(
+            "CPU: machine busy {machine:.1} of {:.1} core-seconds; {}",
+            self.started.elapsed().as_secs_f64() * cores,
+            parts.join(", ")
+        )
+    }
+}
+
 fn memory_kib(pid: i32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
@@ -348,11 +454,11 @@ fn microservice(name: &str, db_name: &str) -> Result<Microservice> {
     }))?)
 }
 
-fn is_ready(ms: &Microservice) -> bool {
+fn is_true(ms: &Microservice, condition: &str) -> bool {
     ms.status.as_ref().is_some_and(|s| {
         s.conditions
             .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .any(|c| c.type_ == condition && c.status == "True")
     })
 }
 
@@ -366,6 +472,13 @@ struct Round {
     connections: usize,
     peak_connections: i64,
     floor_seconds: f64,
+    /// The same Secrets, Deployments and Services created directly: until all are available.
+    kubernetes_floor: KubernetesFloor,
+    /// Seconds until every database side was ready, and its p50 per Microservice.
+    database_seconds: f64,
+    database_p50: f64,
+    cpu: String,
+    heaviest: Vec<(i64, f64, String)>,
 }
 
 struct Bench {
@@ -375,6 +488,8 @@ struct Bench {
     watch: ConnectionWatch,
     audit: Audit,
     created: usize,
+    plane_dir: PathBuf,
+    operator_pid: i32,
 }
 
 impl Bench {
@@ -394,8 +509,11 @@ impl Bench {
         let started = Instant::now();
         let mut created_at: HashMap<String, Instant> = HashMap::new();
         let ready_at: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
+        let database_at: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
+        let cpu = CpuMeter::start(&self.plane_dir, self.operator_pid);
         // Watch before creating, so that no Ready is missed.
         let watcher_ready = ready_at.clone();
+        let watcher_database = database_at.clone();
         let prefix = format!("r{round}-");
         let watch = tokio::spawn({
             let api = api.clone();
@@ -406,12 +524,19 @@ impl Bench {
                 futures::pin_mut!(stream);
                 while let Ok(Some(ms)) = stream.try_next().await {
                     let name = ms.metadata.name.clone().unwrap_or_default();
-                    if name.starts_with(&prefix) && is_ready(&ms) {
-                        watcher_ready
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .entry(name)
-                            .or_insert_with(Instant::now);
+                    if !name.starts_with(&prefix) {
+                        continue;
+                    }
+                    for (condition, seen) in [
+                        ("DatabaseReady", &watcher_database),
+                        ("Ready", &watcher_ready),
+                    ] {
+                        if is_true(&ms, condition) {
+                            seen.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .entry(name.clone())
+                                .or_insert_with(Instant::now);
+                        }
                     }
                 }
             }
@@ -447,19 +572,30 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let seconds = started.elapsed().as_secs_f64();
+        let cpu = cpu.summary();
         watch.abort();
-        let ready_at = ready_at.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut latencies: Vec<f64> = created_at
-            .iter()
-            .filter_map(|(name, begun)| {
-                ready_at
-                    .get(name)
-                    .map(|at| at.duration_since(*begun).as_secs_f64())
-            })
-            .collect();
-        latencies.sort_by(|a, b| a.total_cmp(b));
+        let since_created = |seen: &Arc<std::sync::Mutex<HashMap<String, Instant>>>| {
+            let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let mut latencies: Vec<f64> = created_at
+                .iter()
+                .filter_map(|(name, begun)| {
+                    seen.get(name)
+                        .map(|at| at.duration_since(*begun).as_secs_f64())
+                })
+                .collect();
+            latencies.sort_by(|a, b| a.total_cmp(b));
+            let last = seen
+                .values()
+                .max()
+                .map(|at| at.duration_since(started).as_secs_f64())
+                .unwrap_or(0.0);
+            (latencies, last)
+        };
+        let (latencies, _) = since_created(&ready_at);
+        let (database_latencies, database_seconds) = since_created(&database_at);
         let requests = self.audit.read().await?;
         let (statements, connections) = self.counters.read(&self.db.coordinator).await?;
+        let heaviest = self.counters.heaviest(5).await?;
         let peak_connections = self.watch.take_peak();
         self.created += n;
         eprintln!(
@@ -467,6 +603,8 @@ impl Bench {
             applied.as_secs_f64()
         );
         let floor_seconds = self.floor(n, round).await?;
+        eprintln!("  the Kubernetes floor: the same objects without the operator");
+        let kubernetes_floor = self.kubernetes_floor(n, round).await?;
         Ok(Round {
             services: n,
             seconds,
@@ -477,6 +615,11 @@ impl Bench {
             connections,
             peak_connections,
             floor_seconds,
+            kubernetes_floor,
+            database_seconds,
+            database_p50: percentile(&database_latencies, 50.0),
+            cpu,
+            heaviest,
         })
     }
 
@@ -507,6 +650,126 @@ impl Bench {
     }
 }
 
+struct KubernetesFloor {
+    seconds: f64,
+    cpu: String,
+}
+
+impl Bench {
+    /// What the control plane alone needs for `n` services: the Secret, Deployment and Service
+    /// the operator builds for each (built by the same code, without owner), created directly at
+    /// the same concurrency, until every Deployment is available. They are deleted afterwards.
+    async fn kubernetes_floor(&self, n: usize, round: usize) -> Result<KubernetesFloor> {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::core::v1::Service;
+        use tessera::microservice::{build, validate::validate};
+        let namespace = format!("floor-{round}");
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": namespace}}))?,
+            )
+            .await?;
+        let mut objects = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut ms = microservice(&format!("floor-svc-{i:04}"), &format!("floor_svc_{i:04}"))?;
+            ms.metadata.namespace = Some(namespace.clone());
+            ms.metadata.uid = Some(format!("floor-{round}-{i}"));
+            let effective = validate(&ms).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let data = build::secret_data(&build::ConnectionDetails {
+                host: "db".into(),
+                port: 5432,
+                dbname: "postgres".into(),
+                user: effective.role.clone(),
+                password: format!("password-{i}"),
+                ssl_mode: tessera::sql::tls::SslMode::default(),
+                ca_pem: None,
+            });
+            let mut secret = build::secret(&ms, &effective, &data);
+            let mut deployment = build::deployment(&ms, &effective, &build::secret_digest(&data));
+            let mut service = build::service(&ms, &effective).context("a service port")?;
+            // No owner: the garbage collector would take objects of an owner that does not exist.
+            secret.metadata.owner_references = None;
+            deployment.metadata.owner_references = None;
+            service.metadata.owner_references = None;
+            objects.push((secret, deployment, service));
+        }
+        let available: Arc<std::sync::Mutex<std::collections::HashSet<String>>> =
+            Default::default();
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &namespace);
+        let watch = tokio::spawn({
+            let available = available.clone();
+            let deployments = deployments.clone();
+            async move {
+                let stream = watcher::watcher(deployments, watcher::Config::default())
+                    .default_backoff()
+                    .applied_objects();
+                futures::pin_mut!(stream);
+                while let Ok(Some(d)) = stream.try_next().await {
+                    let done = d
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s.available_replicas.unwrap_or(0) >= 1);
+                    if done {
+                        available
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(d.metadata.name.unwrap_or_default());
+                    }
+                }
+            }
+        });
+        let cpu = CpuMeter::start(&self.plane_dir, self.operator_pid);
+        let started = Instant::now();
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &namespace);
+        futures::stream::iter(objects)
+            .map(|(secret, deployment, service)| {
+                let (secrets, deployments, services) =
+                    (secrets.clone(), deployments.clone(), services.clone());
+                async move {
+                    let post = PostParams::default();
+                    secrets.create(&post, &secret).await?;
+                    deployments.create(&post, &deployment).await?;
+                    services.create(&post, &service).await?;
+                    Ok::<_, anyhow::Error>(())
+                }
+            })
+            .buffer_unordered(CREATE_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        loop {
+            let done = available.lock().unwrap_or_else(|e| e.into_inner()).len();
+            if done >= n {
+                break;
+            }
+            if started.elapsed() > ROUND_TIMEOUT {
+                watch.abort();
+                bail!("only {done} of {n} Deployments were available after {ROUND_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu = cpu.summary();
+        watch.abort();
+        namespaces.delete(&namespace, &Default::default()).await?;
+        harness::wait_until(
+            "the floor's namespace is gone",
+            Duration::from_secs(600),
+            || async {
+                Ok(namespaces
+                    .get_opt(&namespace)
+                    .await?
+                    .is_none()
+                    .then_some(()))
+            },
+        )
+        .await?;
+        Ok(KubernetesFloor { seconds, cpu })
+    }
+}
+
 fn print_requests(requests: &Requests, per: usize) {
     for (kind, count) in &requests.by_kind {
         println!(
@@ -522,6 +785,17 @@ async fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
         .try_init();
     let args = parse_args()?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // On Ctrl-C or SIGTERM the run is dropped, and with it the control plane, the operator
+    // and the databases it started.
+    tokio::select! {
+        result = run(args) => result,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted; everything the benchmark started was stopped"),
+        _ = terminate.recv() => bail!("terminated; everything the benchmark started was stopped"),
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
     let total: usize = args.services.iter().sum();
     let tools = Tools::ensure()?;
     let scratch = tempfile::Builder::new()
@@ -535,11 +809,14 @@ async fn main() -> Result<()> {
     let operator_binary = harness::release_operator_binary()?;
 
     let mut options = Options::with_nodes(3);
-    options.audit_user = Some(OPERATOR_USER.to_string());
-    // Room for every pod, with some to spare.
+    // The benchmark's own requests are audited too, so that the Kubernetes floor pays what
+    // auditing costs the API server as the operator's requests do.
+    options.audit_users = vec![OPERATOR_USER.to_string(), ADMIN.to_string()];
+    // Room for every pod (the largest Kubernetes floor's among them), with some to spare.
+    let largest = args.services.iter().copied().max().unwrap_or(0);
     options.pods_per_node = options
         .pods_per_node
-        .max(u32::try_from(total / 3 + 100).unwrap_or(u32::MAX));
+        .max(u32::try_from((total + largest) / 3 + 100).unwrap_or(u32::MAX));
     let plane = ControlPlane::start_with(&tools, &dir, &options)?;
     // The pod runner's servers run as the postgres user when we are root.
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
@@ -584,7 +861,11 @@ async fn main() -> Result<()> {
         ("TESSERA_RESYNC_INTERVAL", resync.as_str()),
         ("RUST_LOG", "info,kube=warn"),
     ];
-    let mut operator = harness::start_operator(&state, &operator_binary, &operator_env)?;
+    let mut operator = Running(harness::start_operator(
+        &state,
+        &operator_binary,
+        &operator_env,
+    )?);
     harness::wait_until("the CitusCluster is Ready", Duration::from_secs(60), || {
         let clusters = clusters.clone();
         async move {
@@ -609,6 +890,8 @@ async fn main() -> Result<()> {
         },
         db,
         created: 0,
+        plane_dir: dir.clone(),
+        operator_pid: operator.0.pid,
     };
     let mut rounds = Vec::new();
     for (round, n) in args.services.iter().copied().enumerate() {
@@ -625,33 +908,37 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     bench.audit.reset().await;
     bench.counters.reset(&bench.db.coordinator).await?;
-    let cpu_before = cpu_seconds(operator.pid);
+    let cpu_before = cpu_seconds(operator.0.pid);
     tokio::time::sleep(Duration::from_secs(2 * args.resync)).await;
-    let steady_cpu = cpu_seconds(operator.pid) - cpu_before;
+    let steady_cpu = cpu_seconds(operator.0.pid) - cpu_before;
     let steady_requests = bench.audit.read().await?;
     let (steady_statements, steady_connections) =
         bench.counters.read(&bench.db.coordinator).await?;
-    let (rss_before_restart, peak_rss) = memory_kib(operator.pid);
+    let (rss_before_restart, peak_rss) = memory_kib(operator.0.pid);
 
     // Start-up with every Microservice in place.
     eprintln!(
         "restart: the operator starts with {} Microservices",
         bench.created
     );
-    process::stop_managed(&operator, Duration::from_secs(10));
+    drop(operator);
     bench.audit.reset().await;
     bench.counters.reset(&bench.db.coordinator).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     bench.watch.take_peak();
-    operator = harness::start_operator(&state, &operator_binary, &operator_env)?;
+    operator = Running(harness::start_operator(
+        &state,
+        &operator_binary,
+        &operator_env,
+    )?);
     let startup_window = Duration::from_secs(45);
     tokio::time::sleep(startup_window).await;
     let startup_peak = bench.watch.take_peak();
     let startup_requests = bench.audit.read().await?;
     let (startup_statements, startup_connections) =
         bench.counters.read(&bench.db.coordinator).await?;
-    let startup_cpu = cpu_seconds(operator.pid);
-    let (_, startup_peak_rss) = memory_kib(operator.pid);
+    let startup_cpu = cpu_seconds(operator.0.pid);
+    let (_, startup_peak_rss) = memory_kib(operator.0.pid);
     report(
         &args,
         &bench,
@@ -672,9 +959,18 @@ async fn main() -> Result<()> {
         },
         (rss_before_restart, peak_rss, startup_peak_rss),
     );
-    process::stop_managed(&operator, Duration::from_secs(10));
+    drop(operator);
     drop(plane);
     Ok(())
+}
+
+/// The operator process, stopped when this is dropped (also when the run is interrupted).
+struct Running(process::Managed);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        process::stop_managed(&self.0, Duration::from_secs(10));
+    }
 }
 
 struct Steady {
@@ -729,10 +1025,22 @@ fn report(
             round.p99
         );
         println!(
+            "  database side (DatabaseReady) of all done after {:.1}s; per Microservice p50 {:.1}s",
+            round.database_seconds, round.database_p50
+        );
+        println!("  {}", round.cpu);
+        println!(
             "  floor: the same DDL over one connection {:.1}s; operator / floor = {:.2}",
             round.floor_seconds,
             round.seconds / round.floor_seconds.max(0.001)
         );
+        println!(
+            "  Kubernetes floor: the same Secrets, Deployments and Services created directly, all \
+             available after {:.1}s; operator / Kubernetes floor = {:.2}",
+            round.kubernetes_floor.seconds,
+            round.seconds / round.kubernetes_floor.seconds.max(0.001)
+        );
+        println!("    {}", round.kubernetes_floor.cpu);
         println!(
             "  database: {} statements ({:.1} per Microservice), {} connections opened ({:.2} per \
              Microservice), at most {} held at once",
@@ -742,6 +1050,10 @@ fn report(
             round.connections as f64 / n as f64,
             round.peak_connections
         );
+        println!("  the operator's heaviest statements (server time):");
+        for (calls, ms, query) in &round.heaviest {
+            println!("      {ms:>9.0} ms {calls:>7} calls  {query}");
+        }
         println!(
             "  API requests: {} ({:.1} per Microservice), of them {} writes",
             round.requests.total,

@@ -173,7 +173,9 @@ pub async fn deleting_without_hanging(env: &Env) -> Result<()> {
     ])?;
     let reasons: Vec<&str> = events.lines().skip(1).map(str::trim).collect();
     let stopping = reasons.iter().position(|r| *r == "ServiceStopping");
-    let dropped = reasons.iter().position(|r| *r == "SchemaDropped");
+    let dropped = reasons
+        .iter()
+        .position(|r| *r == "DatabaseCleanedUp" || *r == "SchemaDropped");
     ensure!(
         matches!((stopping, dropped), (Some(s), Some(d)) if s < d),
         "the service stopped before its schema was dropped: {reasons:?}"

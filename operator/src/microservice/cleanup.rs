@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::build::MICROSERVICE_LABEL;
 use super::database::{self, DatabaseError};
-use super::reconcile::{describe_step, write_status, Error, SKIP_CLEANUP_ANNOTATION};
+use super::reconcile::{summarize_steps, write_status, Error, SKIP_CLEANUP_ANNOTATION};
 use super::status;
 use super::validate::validate;
 use crate::cituscluster::connection::resolve;
@@ -123,10 +123,8 @@ pub async fn cleanup(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action,
 
     match database::cleanup(&ctx.db, &connection, &owner, &role, &schema, policy).await {
         Ok(plan) => {
-            for step in &plan.steps {
-                if let Some((reason, note)) = describe_step(step) {
-                    ctx.event(&*ms, false, reason, "Cleanup", note).await;
-                }
+            if let Some((reason, note)) = summarize_steps(&plan.steps, "DatabaseCleanedUp") {
+                ctx.event(&*ms, false, reason, "Cleanup", note).await;
             }
             if !plan.left_alone.is_empty() {
                 ctx.event(

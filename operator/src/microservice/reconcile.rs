@@ -433,10 +433,8 @@ async fn apply(ms: Arc<Microservice>, sc: Arc<ServiceContext>) -> Result<Action,
         provision(ctx, &effective, existing_password).await
     };
     if let Ok((provisioned, _, _)) = &database {
-        for step in &provisioned.applied {
-            if let Some((reason, note)) = describe_step(step) {
-                ctx.event(&*ms, false, reason, "Provision", note).await;
-            }
+        if let Some((reason, note)) = summarize_steps(&provisioned.applied, "DatabaseProvisioned") {
+            ctx.event(&*ms, false, reason, "Provision", note).await;
         }
     }
 
@@ -516,20 +514,24 @@ async fn apply(ms: Arc<Microservice>, sc: Arc<ServiceContext>) -> Result<Action,
                 ready_replicas: rollout.ready_replicas,
                 ..MicroserviceStatus::default()
             };
-            let was_ready = ms
+            // A recovery is worth an Event; a first rollout or an update is not (the status
+            // says it, and a thousand new services would make a thousand more writes).
+            let recovering_from = ms
                 .status
                 .as_ref()
-                .is_some_and(|s| conditions::is_true(&s.conditions, READY));
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+                .filter(|c| c.status == "False" && c.reason != "RollingOut")
+                .map(|c| c.reason.clone());
             write_status(&ms, ctx, next, &observed).await?;
             publish_problems(&ms, ctx, &problems).await;
             let ready = observed.iter().any(|o| o.type_ == READY && o.status);
-            if ready && !was_ready {
+            if let (true, Some(previous)) = (ready, recovering_from) {
                 ctx.event(
                     &*ms,
                     false,
                     "Ready",
                     "Reconcile",
-                    "the service is ready".into(),
+                    format!("the service is ready (it was not: {previous})"),
                 )
                 .await;
             }
@@ -609,6 +611,27 @@ async fn remove_service(services: &Api<Service>, ours: Option<&Service>) -> Resu
 }
 
 /// The Event for a step that changed the database, if it is worth one.
+/// One Event for what a reconcile changed in the database: the step's own reason when it was
+/// one, else `reason_for_many` with every change in order (a thousand new services make a
+/// thousand Events, not five thousand).
+pub(super) fn summarize_steps(
+    steps: &[Step],
+    reason_for_many: &'static str,
+) -> Option<(&'static str, String)> {
+    let described: Vec<_> = steps.iter().filter_map(describe_step).collect();
+    match described.as_slice() {
+        [] => None,
+        [(reason, note)] => Some((reason, note.clone())),
+        many => Some((
+            reason_for_many,
+            many.iter()
+                .map(|(_, note)| note.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+    }
+}
+
 pub(super) fn describe_step(step: &Step) -> Option<(&'static str, String)> {
     Some(match step {
         Step::CreateRole { role, .. } => ("RoleCreated", format!("created role {role}")),

@@ -1,5 +1,5 @@
-//! Runs plan steps. Each step's statements run in one transaction, so a step either happens
-//! whole or not at all; the catalog read of the next reconcile sees exactly what was done.
+//! Runs plan steps in transactions, so each happens whole or not at all; the catalog read of
+//! the next reconcile sees exactly what was done.
 
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
@@ -199,17 +199,44 @@ pub struct ApplyError {
     pub code: Option<String>,
 }
 
-/// Applies `steps` in order, stopping at the first failure.
+/// Applies `steps` in order, stopping at the first failure. Steps run together in one
+/// transaction, except those that move or drop data: each of those gets a transaction of its own
+/// (with the longer timeout). On Citus every transaction that changes roles or schemas is
+/// committed on every node at once, so fewer of them is most of what a new service costs the
+/// cluster.
 pub async fn apply(client: &Client, steps: &[Step]) -> Result<(), ApplyError> {
-    for step in steps {
-        tracing::info!(?step, "applying");
-        run_step(client, step).await.map_err(|error| ApplyError {
-            step: step.clone(),
-            message: super::error_message(&error),
-            code: error.code().map(|c| c.code().to_string()),
-        })?;
+    for group in transactions(steps) {
+        for step in group {
+            tracing::info!(?step, "applying");
+        }
+        run_transaction(client, group)
+            .await
+            .map_err(|(step, error)| ApplyError {
+                step: step.clone(),
+                message: super::error_message(&error),
+                code: error.code().map(|c| c.code().to_string()),
+            })?;
     }
     Ok(())
+}
+
+/// `steps` cut into transactions: runs of short steps, and each long step alone.
+fn transactions(steps: &[Step]) -> Vec<&[Step]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for (i, step) in steps.iter().enumerate() {
+        if is_long(step) {
+            if start < i {
+                groups.push(&steps[start..i]);
+            }
+            groups.push(&steps[i..=i]);
+            start = i + 1;
+        }
+    }
+    if start < steps.len() {
+        groups.push(&steps[start..]);
+    }
+    groups
 }
 
 /// Steps that move or drop data, and may take longer than the session's statement timeout.
@@ -223,21 +250,27 @@ fn is_long(step: &Step) -> bool {
     )
 }
 
-/// One step in one transaction, in two round trips: BEGIN and the statements are sent together
+/// Steps in one transaction, in two round trips: BEGIN and every statement are sent together
 /// and answered in order (after a failure the server refuses the rest, and the first error is
-/// the step's); COMMIT is sent only once they all succeeded, so a step abandoned midway (its
-/// deadline passed) never commits later on its own.
-async fn run_step(client: &Client, step: &Step) -> Result<(), tokio_postgres::Error> {
-    let statements = statements(step);
+/// the failed step's); COMMIT is sent only once they all succeeded, so a transaction abandoned
+/// midway (its deadline passed) never commits later on its own.
+async fn run_transaction<'a>(
+    client: &Client,
+    steps: &'a [Step],
+) -> Result<(), (&'a Step, tokio_postgres::Error)> {
     let mut begin = String::from("BEGIN");
-    if is_long(step) {
+    if steps.iter().any(is_long) {
         begin.push_str(&format!(
             "; SET LOCAL statement_timeout = {}",
             super::LONG_STATEMENT_TIMEOUT.as_millis()
         ));
     }
-    let body = statements.iter().map(|statement| async move {
-        if statement.params.is_empty() {
+    let statements: Vec<(&Step, Statement)> = steps
+        .iter()
+        .flat_map(|step| statements(step).into_iter().map(move |s| (step, s)))
+        .collect();
+    let body = statements.iter().map(|(step, statement)| async move {
+        let done = if statement.params.is_empty() {
             client.batch_execute(&statement.sql).await
         } else {
             let params: Vec<(&(dyn ToSql + Sync), Type)> = statement
@@ -249,19 +282,31 @@ async fn run_step(client: &Client, step: &Step) -> Result<(), tokio_postgres::Er
                 .query_typed(statement.sql.as_str(), &params)
                 .await
                 .map(|_| ())
-        }
+        };
+        done.map_err(|error| (*step, error))
     });
     let (begun, done) = futures::join!(
         client.batch_execute(&begin),
         futures::future::join_all(body)
     );
-    let outcome = begun.and_then(|()| done.into_iter().collect::<Result<Vec<()>, _>>());
+    let first = steps.first();
+    let outcome = match (begun, first) {
+        (Err(error), Some(step)) => Err((step, error)),
+        _ => done.into_iter().collect::<Result<Vec<()>, _>>(),
+    };
     match outcome {
-        Ok(_) => client.batch_execute("COMMIT").await,
-        Err(error) => {
+        Ok(_) => match client.batch_execute("COMMIT").await {
+            Ok(()) => Ok(()),
+            // A deferred check fails at COMMIT: it is the last step's to report.
+            Err(error) => match steps.last() {
+                Some(step) => Err((step, error)),
+                None => Ok(()),
+            },
+        },
+        Err(failure) => {
             // The session stays usable; whoever holds it decides whether to keep it.
             let _ = client.batch_execute("ROLLBACK").await;
-            Err(error)
+            Err(failure)
         }
     }
 }
@@ -299,6 +344,25 @@ mod tests {
         });
         assert_eq!(distribute[0].params, vec!["\"svc\"".to_string()]);
         assert!(distribute[0].sql.contains("$1"));
+    }
+
+    #[test]
+    fn short_steps_share_a_transaction_and_long_ones_run_alone() {
+        let search_path = |role: &str| Step::SetSearchPath {
+            role: role.into(),
+            schema: role.into(),
+        };
+        let steps = vec![
+            Step::EnsureClaimsTable,
+            search_path("a"),
+            Step::DistributeSchema { schema: "a".into() },
+            search_path("b"),
+            Step::DropRole { role: "c".into() },
+            Step::DropRole { role: "d".into() },
+        ];
+        let sizes: Vec<usize> = transactions(&steps).iter().map(|g| g.len()).collect();
+        assert_eq!(sizes, vec![2, 1, 1, 1, 1]);
+        assert!(transactions(&[]).is_empty());
     }
 
     #[test]

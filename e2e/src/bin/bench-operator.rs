@@ -462,6 +462,63 @@ fn is_true(ms: &Microservice, condition: &str) -> bool {
     })
 }
 
+/// When each object first passed a test, by name.
+type FirstSeen = Arc<std::sync::Mutex<HashMap<String, Instant>>>;
+
+/// Where to record, and what an object must pass to be recorded.
+type Recording<K> = (FirstSeen, fn(&K) -> bool);
+
+/// Watches `api` (from before anything is created, so that nothing is missed) and records in
+/// each `FirstSeen` when an object whose name starts with `prefix` first passed its test.
+fn record_first_seen<K>(
+    api: Api<K>,
+    prefix: String,
+    tests: Vec<Recording<K>>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+{
+    tokio::spawn(async move {
+        let stream = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects();
+        futures::pin_mut!(stream);
+        while let Ok(Some(object)) = stream.try_next().await {
+            let name = object.meta().name.clone().unwrap_or_default();
+            if !name.starts_with(&prefix) {
+                continue;
+            }
+            for (seen, test) in &tests {
+                if test(&object) {
+                    seen.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(name.clone())
+                        .or_insert_with(Instant::now);
+                }
+            }
+        }
+    })
+}
+
+/// Waits until `seen` holds `n` names, or fails after the round's timeout.
+async fn wait_for_all(seen: &FirstSeen, n: usize, started: Instant, what: &str) -> Result<()> {
+    loop {
+        let done = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if done >= n {
+            return Ok(());
+        }
+        if started.elapsed() > ROUND_TIMEOUT {
+            bail!("only {done} of {n} {what} after {ROUND_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 struct Round {
     services: usize,
     seconds: f64,
@@ -508,39 +565,17 @@ impl Bench {
             .collect();
         let started = Instant::now();
         let mut created_at: HashMap<String, Instant> = HashMap::new();
-        let ready_at: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
-        let database_at: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
+        let ready_at = FirstSeen::default();
+        let database_at = FirstSeen::default();
         let cpu = CpuMeter::start(&self.plane_dir, self.operator_pid);
-        // Watch before creating, so that no Ready is missed.
-        let watcher_ready = ready_at.clone();
-        let watcher_database = database_at.clone();
-        let prefix = format!("r{round}-");
-        let watch = tokio::spawn({
-            let api = api.clone();
-            async move {
-                let stream = watcher::watcher(api, watcher::Config::default())
-                    .default_backoff()
-                    .applied_objects();
-                futures::pin_mut!(stream);
-                while let Ok(Some(ms)) = stream.try_next().await {
-                    let name = ms.metadata.name.clone().unwrap_or_default();
-                    if !name.starts_with(&prefix) {
-                        continue;
-                    }
-                    for (condition, seen) in [
-                        ("DatabaseReady", &watcher_database),
-                        ("Ready", &watcher_ready),
-                    ] {
-                        if is_true(&ms, condition) {
-                            seen.lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .entry(name.clone())
-                                .or_insert_with(Instant::now);
-                        }
-                    }
-                }
-            }
-        });
+        let watch = record_first_seen(
+            api.clone(),
+            format!("r{round}-"),
+            vec![
+                (database_at.clone(), |ms| is_true(ms, "DatabaseReady")),
+                (ready_at.clone(), |ms| is_true(ms, "Ready")),
+            ],
+        );
         let creates = futures::stream::iter(names.iter().cloned())
             .map(|(name, db_name)| {
                 let api = api.clone();
@@ -557,24 +592,15 @@ impl Bench {
             .await?;
         created_at.extend(creates);
         let applied = started.elapsed();
-        loop {
-            let done = ready_at.lock().unwrap_or_else(|e| e.into_inner()).len();
-            if done >= n {
-                break;
-            }
-            if started.elapsed() > ROUND_TIMEOUT {
-                watch.abort();
-                bail!(
-                    "only {done} of {n} Microservices were Ready after {:?}",
-                    ROUND_TIMEOUT
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let waited = wait_for_all(&ready_at, n, started, "Microservices were Ready").await;
+        if waited.is_err() {
+            watch.abort();
         }
+        waited?;
         let seconds = started.elapsed().as_secs_f64();
         let cpu = cpu.summary();
         watch.abort();
-        let since_created = |seen: &Arc<std::sync::Mutex<HashMap<String, Instant>>>| {
+        let since_created = |seen: &FirstSeen| {
             let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let mut latencies: Vec<f64> = created_at
                 .iter()
@@ -689,37 +715,31 @@ impl Bench {
             let mut secret = build::secret(&ms, &effective, &data);
             let mut deployment = build::deployment(&ms, &effective, &build::secret_digest(&data));
             let mut service = build::service(&ms, &effective).context("a service port")?;
-            // No owner: the garbage collector would take objects of an owner that does not exist.
-            secret.metadata.owner_references = None;
-            deployment.metadata.owner_references = None;
-            service.metadata.owner_references = None;
-            objects.push((secret, deployment, service));
-        }
-        let available: Arc<std::sync::Mutex<std::collections::HashSet<String>>> =
-            Default::default();
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &namespace);
-        let watch = tokio::spawn({
-            let available = available.clone();
-            let deployments = deployments.clone();
-            async move {
-                let stream = watcher::watcher(deployments, watcher::Config::default())
-                    .default_backoff()
-                    .applied_objects();
-                futures::pin_mut!(stream);
-                while let Ok(Some(d)) = stream.try_next().await {
-                    let done = d
-                        .status
-                        .as_ref()
-                        .is_some_and(|s| s.available_replicas.unwrap_or(0) >= 1);
-                    if done {
-                        available
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(d.metadata.name.unwrap_or_default());
-                    }
+            // No owner (the garbage collector would take objects of an owner that does not
+            // exist), and not labelled as Tessera's (the operator would cache them).
+            for meta in [
+                &mut secret.metadata,
+                &mut deployment.metadata,
+                &mut service.metadata,
+            ] {
+                meta.owner_references = None;
+                if let Some(labels) = meta.labels.as_mut() {
+                    labels.remove(build::MANAGED_BY_LABEL);
                 }
             }
-        });
+            objects.push((secret, deployment, service));
+        }
+        let available = FirstSeen::default();
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &namespace);
+        let watch = record_first_seen(
+            deployments.clone(),
+            String::new(),
+            vec![(available.clone(), |d: &Deployment| {
+                d.status
+                    .as_ref()
+                    .is_some_and(|s| s.available_replicas.unwrap_or(0) >= 1)
+            })],
+        );
         let cpu = CpuMeter::start(&self.plane_dir, self.operator_pid);
         let started = Instant::now();
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
@@ -739,17 +759,11 @@ impl Bench {
             .buffer_unordered(CREATE_CONCURRENCY)
             .try_collect::<Vec<_>>()
             .await?;
-        loop {
-            let done = available.lock().unwrap_or_else(|e| e.into_inner()).len();
-            if done >= n {
-                break;
-            }
-            if started.elapsed() > ROUND_TIMEOUT {
-                watch.abort();
-                bail!("only {done} of {n} Deployments were available after {ROUND_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let waited = wait_for_all(&available, n, started, "Deployments were available").await;
+        if waited.is_err() {
+            watch.abort();
         }
+        waited?;
         let seconds = started.elapsed().as_secs_f64();
         let cpu = cpu.summary();
         watch.abort();

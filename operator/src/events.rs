@@ -69,23 +69,30 @@ impl Publisher {
             note: note.clone(),
         };
         let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        let mut published = self.published.lock().await;
-        published.retain(|_, p| now.duration_since(p.last).unsigned_abs() < SERIES_WINDOW);
-        if let Some(previous) = published.get_mut(&key) {
-            previous.count += 1;
-            previous.last = now;
+        // The map is locked only to decide, never across a request: every reconcile publishes,
+        // and one slow answer must not hold up all the others.
+        let series = {
+            let mut published = self.published.lock().await;
+            published.retain(|_, p| now.duration_since(p.last).unsigned_abs() < SERIES_WINDOW);
+            published.get_mut(&key).map(|previous| {
+                previous.count += 1;
+                previous.last = now;
+                (
+                    previous.name.clone(),
+                    previous.namespace.clone(),
+                    previous.count,
+                )
+            })
+        };
+        if let Some((name, namespace, count)) = series {
             let series = EventSeries {
-                count: previous.count,
+                count,
                 last_observed_time: MicroTime(now),
             };
             let patch = json!({"series": series});
-            let api: Api<Event> = Api::namespaced(self.client.clone(), &previous.namespace);
+            let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
             return api
-                .patch(
-                    &previous.name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map(|_| ());
         }
@@ -114,7 +121,7 @@ impl Publisher {
             ..Event::default()
         };
         events.create(&PostParams::default(), &event).await?;
-        published.insert(
+        self.published.lock().await.insert(
             key,
             Published {
                 name,

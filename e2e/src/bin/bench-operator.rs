@@ -593,13 +593,9 @@ impl Bench {
         created_at.extend(creates);
         let applied = started.elapsed();
         let waited = wait_for_all(&ready_at, n, started, "Microservices were Ready").await;
-        if waited.is_err() {
-            watch.abort();
-        }
-        waited?;
-        let seconds = started.elapsed().as_secs_f64();
-        let cpu = cpu.summary();
         watch.abort();
+        waited?;
+        let (seconds, cpu) = (started.elapsed().as_secs_f64(), cpu.summary());
         let since_created = |seen: &FirstSeen| {
             let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let mut latencies: Vec<f64> = created_at
@@ -760,13 +756,9 @@ impl Bench {
             .try_collect::<Vec<_>>()
             .await?;
         let waited = wait_for_all(&available, n, started, "Deployments were available").await;
-        if waited.is_err() {
-            watch.abort();
-        }
-        waited?;
-        let seconds = started.elapsed().as_secs_f64();
-        let cpu = cpu.summary();
         watch.abort();
+        waited?;
+        let (seconds, cpu) = (started.elapsed().as_secs_f64(), cpu.summary());
         namespaces.delete(&namespace, &Default::default()).await?;
         harness::wait_until(
             "the floor's namespace is gone",

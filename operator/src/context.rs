@@ -54,8 +54,6 @@ pub struct Context {
     pub db: crate::sql::Coordinators,
     /// Watch caches of CitusClusters, namespaces and Secrets.
     pub caches: crate::caches::Caches,
-    /// Server-side applies sent, so one that would change nothing is not sent again.
-    pub applied: crate::ssa::Applied,
     events: crate::events::Publisher,
     pub settings: Settings,
     failures: Mutex<HashMap<String, Failures>>,
@@ -70,7 +68,6 @@ impl Context {
                 // Placement is read again at most once a resync (and at least every minute).
                 settings.resync_interval.min(Duration::from_secs(60)),
             ),
-            applied: crate::ssa::Applied::default(),
             events: crate::events::Publisher::new(
                 client.clone(),
                 "tessera",

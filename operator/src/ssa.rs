@@ -64,16 +64,6 @@ where
 /// The annotation that carries a digest of what Tessera last applied to an object.
 pub const APPLIED_ANNOTATION: &str = "tessera.dev/applied";
 
-/// Server-side apply that sends nothing when the watch cache shows the object as wanted.
-///
-/// Wanted means: the object carries the digest of exactly this desired content (so a field
-/// Tessera stopped setting is still removed by an apply), and every field Tessera sets has the
-/// value it sets (so an edit by someone else is undone). Fields others add (defaults, status,
-/// other managers' labels) do not matter. Nothing is remembered in the process, so a restarted
-/// operator sends nothing for objects that are as wanted.
-#[derive(Default)]
-pub struct Applied {}
-
 /// Whether `actual` holds everything `wanted` says. Absent, null and empty values in `wanted`
 /// ask for nothing; lists must match element by element.
 pub fn holds(actual: &serde_json::Value, wanted: &serde_json::Value) -> bool {
@@ -98,60 +88,61 @@ pub fn holds(actual: &serde_json::Value, wanted: &serde_json::Value) -> bool {
     }
 }
 
-impl Applied {
-    /// Applies `desired` unless `cached` (the watch cache's copy) already is as wanted. An
-    /// existing object whose controller is not `owner_uid` is left alone. Returns the object
-    /// the API server answered with, or `None` when nothing was sent.
-    pub async fn apply<K>(
-        &self,
-        api: &Api<K>,
-        desired: &K,
-        cached: Option<&K>,
-        owner_uid: &str,
-    ) -> Result<Option<K>, ApplyError>
-    where
-        K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
-    {
-        let kind = K::kind(&()).to_string();
-        let name = desired.name_any();
-        if let Some(existing) = cached {
-            check_owner(existing, owner_uid)?;
-        }
-        let serialize = |source| ApplyError::Serialize {
-            kind: kind.clone(),
-            name: name.clone(),
-            source,
-        };
-        let body = serde_json::to_vec(desired).map_err(serialize)?;
-        let digest: String = Sha256::digest(&body)
-            .iter()
-            .take(16)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let mut marked = desired.clone();
-        marked
-            .annotations_mut()
-            .insert(APPLIED_ANNOTATION.to_string(), digest);
-        if let Some(existing) = cached {
-            let wanted = serde_json::to_value(&marked).map_err(serialize)?;
-            let actual = serde_json::to_value(existing).map_err(serialize)?;
-            if holds(&actual, &wanted) {
-                return Ok(None);
-            }
-        }
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&marked),
-        )
-        .await
-        .map(Some)
-        .map_err(|source| ApplyError::Kube {
-            kind: kind.clone(),
-            name: name.clone(),
-            source,
-        })
+/// Server-side applies `desired` unless `cached` (the watch cache's copy) already is as wanted:
+/// it carries the digest of exactly this desired content (so a field Tessera stopped setting is
+/// still removed by an apply), and every field Tessera sets has the value it sets (so an edit by
+/// someone else is undone). Fields others add (defaults, status, other managers' labels) do not
+/// matter. Nothing is remembered in the process, so a restarted operator sends nothing for
+/// objects that are as wanted. An existing object whose controller is not `owner_uid` is left
+/// alone. Returns the object the API server answered with, or `None` when nothing was sent.
+pub async fn apply<K>(
+    api: &Api<K>,
+    desired: &K,
+    cached: Option<&K>,
+    owner_uid: &str,
+) -> Result<Option<K>, ApplyError>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let kind = K::kind(&()).to_string();
+    let name = desired.name_any();
+    if let Some(existing) = cached {
+        check_owner(existing, owner_uid)?;
     }
+    let serialize = |source| ApplyError::Serialize {
+        kind: kind.clone(),
+        name: name.clone(),
+        source,
+    };
+    let body = serde_json::to_vec(desired).map_err(serialize)?;
+    let digest: String = Sha256::digest(&body)
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut marked = desired.clone();
+    marked
+        .annotations_mut()
+        .insert(APPLIED_ANNOTATION.to_string(), digest);
+    if let Some(existing) = cached {
+        let wanted = serde_json::to_value(&marked).map_err(serialize)?;
+        let actual = serde_json::to_value(existing).map_err(serialize)?;
+        if holds(&actual, &wanted) {
+            return Ok(None);
+        }
+    }
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&marked),
+    )
+    .await
+    .map(Some)
+    .map_err(|source| ApplyError::Kube {
+        kind: kind.clone(),
+        name: name.clone(),
+        source,
+    })
 }
 
 #[cfg(test)]

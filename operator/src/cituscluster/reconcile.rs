@@ -311,15 +311,13 @@ async fn reconcile_valid(
     if let Kind::Managed(managed) = effective.kind {
         let pg = build::postgres_config(&managed.postgresql.parameters);
         let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-        cc.ctx
-            .applied
-            .apply(
-                &config_maps,
-                &build::config_map(cluster, names, &pg),
-                cached(&cc.config_maps, ns, &names.config_map()).as_deref(),
-                &uid,
-            )
-            .await?;
+        crate::ssa::apply(
+            &config_maps,
+            &build::config_map(cluster, names, &pg),
+            cached(&cc.config_maps, ns, &names.config_map()).as_deref(),
+            &uid,
+        )
+        .await?;
         let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
         for service in [
             build::headless_service(cluster, names, COORDINATOR_ROLE),
@@ -327,18 +325,12 @@ async fn reconcile_valid(
             build::client_service(cluster, names),
         ] {
             let existing = cached(&cc.services, ns, &service.name_any());
-            cc.ctx
-                .applied
-                .apply(&services, &service, existing.as_deref(), &uid)
-                .await?;
+            crate::ssa::apply(&services, &service, existing.as_deref(), &uid).await?;
         }
         let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
         let coordinator = build::statefulset(cluster, managed, names, &pg, COORDINATOR_ROLE, 1);
         let existing = cached(&cc.statefulsets, ns, &names.statefulset(COORDINATOR_ROLE));
-        cc.ctx
-            .applied
-            .apply(&statefulsets, &coordinator, existing.as_deref(), &uid)
-            .await?;
+        crate::ssa::apply(&statefulsets, &coordinator, existing.as_deref(), &uid).await?;
         postgres = Some(pg);
     }
 
@@ -512,10 +504,7 @@ async fn apply_workers(
         &names.namespace,
         &names.statefulset(WORKER_ROLE),
     );
-    cc.ctx
-        .applied
-        .apply(&statefulsets, &desired, existing.as_deref(), uid)
-        .await?;
+    crate::ssa::apply(&statefulsets, &desired, existing.as_deref(), uid).await?;
     Ok(())
 }
 

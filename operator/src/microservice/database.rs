@@ -76,13 +76,18 @@ pub async fn provision(
     desired: &Desired,
     placement_token: &str,
 ) -> Result<Provisioned, DatabaseError> {
+    within_deadline(config, provision_now(db, config, desired, placement_token)).await
+}
+
+/// `work`, abandoned (its session closed, nothing committed) when the session's deadline passes.
+async fn within_deadline<T>(
+    config: &ConnectionConfig,
+    work: impl std::future::Future<Output = Result<T, DatabaseError>>,
+) -> Result<T, DatabaseError> {
     let deadline = config.limits.deadline;
-    tokio::time::timeout(
-        deadline,
-        provision_now(db, config, desired, placement_token),
-    )
-    .await
-    .unwrap_or(Err(DatabaseError::Timeout(deadline)))
+    tokio::time::timeout(deadline, work)
+        .await
+        .unwrap_or(Err(DatabaseError::Timeout(deadline)))
 }
 
 async fn provision_now(
@@ -157,13 +162,7 @@ pub async fn cleanup(
     schema: &str,
     policy: Cleanup,
 ) -> Result<CleanupPlan, DatabaseError> {
-    let deadline = config.limits.deadline;
-    tokio::time::timeout(
-        deadline,
-        cleanup_now(db, config, owner, role, schema, policy),
-    )
-    .await
-    .unwrap_or(Err(DatabaseError::Timeout(deadline)))
+    within_deadline(config, cleanup_now(db, config, owner, role, schema, policy)).await
 }
 
 async fn cleanup_now(

@@ -457,31 +457,21 @@ async fn apply(ms: Arc<Microservice>, sc: Arc<ServiceContext>) -> Result<Action,
         let mut secret_ok = true;
         if database.is_ok() && !secret.is_foreign() {
             let desired = build::secret(&ms, &effective, data);
-            if let Err(error) = ctx
-                .applied
-                .apply(&secrets, &desired, secret.ours(), uid)
-                .await
-            {
+            if let Err(error) = crate::ssa::apply(&secrets, &desired, secret.ours(), uid).await {
                 problems.push(apply_problem("SecretApplyFailed", &error));
                 secret_ok = false;
             }
         }
         if secret_ok && !deployment.is_foreign() {
             let desired = build::deployment(&ms, &effective, &build::secret_digest(data));
-            match ctx
-                .applied
-                .apply(&deployments, &desired, deployment.ours(), uid)
-                .await
-            {
+            match crate::ssa::apply(&deployments, &desired, deployment.ours(), uid).await {
                 Ok(answer) => applied_deployment = answer,
                 Err(error) => problems.push(apply_problem("DeploymentApplyFailed", &error)),
             }
         }
         if !service.is_foreign() {
             let result = match build::service(&ms, &effective) {
-                Some(desired) => ctx
-                    .applied
-                    .apply(&services, &desired, service.ours(), uid)
+                Some(desired) => crate::ssa::apply(&services, &desired, service.ours(), uid)
                     .await
                     .map(|_| ()),
                 None => remove_service(&services, service.ours()).await,

@@ -36,8 +36,8 @@ impl PasswordCheck {
     }
 }
 
-/// One change to the database. Each step is applied on its own; a crash between steps leaves a
-/// state from which the next plan continues.
+/// One change to the database. Steps run in transactions (see `apply`), so a crash between
+/// transactions leaves a state from which the next plan continues.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Step {
     /// The claims table, before the first claim is recorded.

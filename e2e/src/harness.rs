@@ -69,6 +69,16 @@ pub const EXAMPLE_SERVICES: [&str; 3] = ["user-service", "time-service", "ping-s
 
 /// Starts the operator against the control plane with its own (RBAC-limited) kubeconfig.
 pub fn start_operator(state: &State, binary: &Path, extra_env: &[(&str, &str)]) -> Result<Managed> {
+    start_operator_named(state, binary, "operator", extra_env)
+}
+
+/// As `start_operator`, logging to `<dir>/logs/<name>.log` (for several operator processes).
+pub fn start_operator_named(
+    state: &State,
+    binary: &Path,
+    name: &str,
+    extra_env: &[(&str, &str)],
+) -> Result<Managed> {
     let mut command = Command::new(binary);
     command
         .arg("--kubeconfig")
@@ -77,7 +87,7 @@ pub fn start_operator(state: &State, binary: &Path, extra_env: &[(&str, &str)]) 
     for (name, value) in extra_env {
         command.env(name, value);
     }
-    process::spawn(&state.dir, "operator", command)
+    process::spawn(&state.dir, name, command)
 }
 
 /// A client for the control plane as its admin.

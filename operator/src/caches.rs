@@ -28,6 +28,16 @@ pub struct Caches {
     contents: Arc<Mutex<HashMap<ObjectRef<Secret>, Arc<Secret>>>>,
 }
 
+/// Objects per page of a watch's initial list. A page is held whole, as text and as objects
+/// (managed fields included) until its objects are cached; kube's default of 500 Deployments is
+/// most of the operator's peak memory at start-up with 1,000 Microservices.
+const LIST_PAGE: u32 = 100;
+
+/// How every watch of the operator lists and watches.
+pub fn watch_config() -> watcher::Config {
+    watcher::Config::default().page_size(LIST_PAGE)
+}
+
 /// Only what tells whether an object changed (and a namespace's labels) is kept of
 /// metadata-only objects.
 fn slim<K: Resource>(object: &mut K) {
@@ -54,17 +64,15 @@ impl Caches {
         let (clusters, cluster_writer) = reflector::store();
         let (namespaces, namespace_writer) = reflector::store();
         let (secrets, secret_writer) = reflector::store();
-        let cluster_stream = reflector::reflector(
-            cluster_writer,
-            watcher(cluster_api, watcher::Config::default()),
-        )
-        .default_backoff()
-        .for_each(|_| async {});
+        let cluster_stream =
+            reflector::reflector(cluster_writer, watcher(cluster_api, watch_config()))
+                .default_backoff()
+                .for_each(|_| async {});
         let namespace_stream = reflector::reflector(
             namespace_writer,
             watcher(
                 Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-                watcher::Config::default(),
+                watch_config(),
             )
             .modify(slim),
         )
@@ -72,7 +80,7 @@ impl Caches {
         .for_each(|_| async {});
         let secret_stream = reflector::reflector(
             secret_writer,
-            watcher(secret_api, watcher::Config::default()).modify(slim),
+            watcher(secret_api, watch_config()).modify(slim),
         )
         .default_backoff()
         .for_each(|_| async {});
@@ -89,6 +97,12 @@ impl Caches {
             },
             drive,
         )
+    }
+
+    /// Waits until the CitusCluster cache has listed once (the operator has reached the API
+    /// server and may read what it watches).
+    pub async fn ready(&self) {
+        let _ = self.clusters.wait_until_ready().await;
     }
 
     /// The CitusCluster `namespace/name`.

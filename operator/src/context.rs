@@ -56,18 +56,24 @@ pub struct Context {
     pub caches: crate::caches::Caches,
     events: crate::events::Publisher,
     pub settings: Settings,
+    pub metrics: crate::metrics::Metrics,
+    /// Whether the process has reached the API server (for `/readyz`).
+    ready: std::sync::atomic::AtomicBool,
     failures: Mutex<HashMap<String, Failures>>,
 }
 
 impl Context {
     pub fn new(client: kube::Client, settings: Settings, caches: crate::caches::Caches) -> Self {
+        let db = crate::sql::Coordinators::new(
+            settings.connections_per_cluster,
+            // Placement is read again at most once a resync (and at least every minute).
+            settings.resync_interval.min(Duration::from_secs(60)),
+        );
         Self {
             caches,
-            db: crate::sql::Coordinators::new(
-                settings.connections_per_cluster,
-                // Placement is read again at most once a resync (and at least every minute).
-                settings.resync_interval.min(Duration::from_secs(60)),
-            ),
+            metrics: crate::metrics::Metrics::new(&db.pools.stats),
+            ready: std::sync::atomic::AtomicBool::new(false),
+            db,
             events: crate::events::Publisher::new(
                 client.clone(),
                 "tessera",
@@ -146,6 +152,14 @@ impl Context {
         let tenth = interval.as_millis().min(u128::from(u64::MAX)) as u64 / 10;
         let jitter = u64::from(jitter_byte()) * 2 * tenth / 255;
         Action::requeue(interval - Duration::from_millis(tenth) + Duration::from_millis(jitter))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Forgets the failures of `object` after a successful reconcile.

@@ -420,17 +420,39 @@ impl CpuMeter {
     }
 }
 
-fn memory_kib(pid: i32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+/// A process's memory as the kernel counts it, in KiB.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    rss: u64,
+    peak_rss: u64,
+    /// Heap and stacks.
+    anonymous: u64,
+    /// The program's mapped file (code and read-only data).
+    file: u64,
+}
+
+impl Memory {
+    fn of(pid: i32) -> Self {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Memory {
+            rss: field("VmRSS:"),
+            peak_rss: field("VmHWM:"),
+            anonymous: field("RssAnon:"),
+            file: field("RssFile:"),
+        }
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -920,7 +942,7 @@ async fn run(args: Args) -> Result<()> {
     let steady_requests = bench.audit.read().await?;
     let (steady_statements, steady_connections) =
         bench.counters.read(&bench.db.coordinator).await?;
-    let (rss_before_restart, peak_rss) = memory_kib(operator.0.pid);
+    let before_restart = Memory::of(operator.0.pid);
 
     // Start-up with every Microservice in place.
     eprintln!(
@@ -944,7 +966,7 @@ async fn run(args: Args) -> Result<()> {
     let (startup_statements, startup_connections) =
         bench.counters.read(&bench.db.coordinator).await?;
     let startup_cpu = cpu_seconds(operator.0.pid);
-    let (_, startup_peak_rss) = memory_kib(operator.0.pid);
+    let after_restart = Memory::of(operator.0.pid);
     report(
         &args,
         &bench,
@@ -963,7 +985,7 @@ async fn run(args: Args) -> Result<()> {
             connections: startup_connections,
             cpu: startup_cpu,
         },
-        (rss_before_restart, peak_rss, startup_peak_rss),
+        (before_restart, after_restart),
     );
     drop(operator);
     drop(plane);
@@ -1001,7 +1023,7 @@ fn report(
     rounds: &[Round],
     steady: Steady,
     startup: Startup,
-    (rss, peak_rss, startup_peak_rss): (u64, u64, u64),
+    (before_restart, after_restart): (Memory, Memory),
 ) {
     let now = std::process::Command::new("date")
         .arg("-u")
@@ -1101,10 +1123,15 @@ fn report(
     );
     print_requests(&startup.requests, n);
     println!(
-        "\noperator memory: RSS {:.1} MiB, peak {:.1} MiB before the restart; peak {:.1} MiB \
-         after starting with {n}",
-        rss as f64 / 1024.0,
-        peak_rss as f64 / 1024.0,
-        startup_peak_rss as f64 / 1024.0
+        "\noperator memory: RSS {:.1} MiB (heap and stacks {:.1}, program {:.1}), peak {:.1} MiB \
+         before the restart; peak {:.1} MiB after starting with {n} (RSS then {:.1}, heap and \
+         stacks {:.1})",
+        mib(before_restart.rss),
+        mib(before_restart.anonymous),
+        mib(before_restart.file),
+        mib(before_restart.peak_rss),
+        mib(after_restart.peak_rss),
+        mib(after_restart.rss),
+        mib(after_restart.anonymous),
     );
 }

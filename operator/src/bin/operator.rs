@@ -49,16 +49,49 @@ struct Args {
     /// Reconciles that run at once, per kind of resource.
     #[arg(long, env = "TESSERA_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1000))]
     concurrency: u16,
+    /// Log filter: a level (error, warn, info, debug, trace) or per-module directives such as
+    /// `info,tessera=debug`. Default: $RUST_LOG, else `info,kube=warn`.
+    #[arg(long, env = "TESSERA_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Address for /metrics, /healthz and /readyz, such as `0.0.0.0:8080` (default: not served).
+    #[arg(long, env = "TESSERA_METRICS_ADDRESS")]
+    metrics_address: Option<std::net::SocketAddr>,
+    /// Run only while holding a Lease, so that one of several operator processes reconciles.
+    #[arg(long, env = "TESSERA_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else `default`).
+    #[arg(long, env = "TESSERA_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "TESSERA_LEADER_ELECTION_ID",
+        default_value = "tessera-operator"
+    )]
+    leader_election_id: String,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let filter = match &args.log_level {
+        Some(directives) => match tracing_subscriber::EnvFilter::try_new(directives) {
+            Ok(filter) => filter,
+            Err(error) => {
+                eprintln!("--log-level {directives:?} is not a log filter: {error}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn")),
+    };
     if args.log_format == "json" {
+        // The reconcile's span (kube's "reconciling object", with the object's reference) goes
+        // with every line, so each names the resource it is about.
         tracing_subscriber::fmt()
             .json()
+            .with_current_span(true)
+            .with_span_list(false)
             .with_env_filter(filter)
             .init();
     } else {
@@ -104,10 +137,56 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ..Settings::default()
     };
     let (caches, fill_caches) = tessera::caches::Caches::start(&client, args.namespace.as_deref());
-    let ctx = Arc::new(Context::new(client, settings, caches));
+    let ctx = Arc::new(Context::new(client.clone(), settings, caches.clone()));
+    if let Some(address) = args.metrics_address {
+        let server = tessera::http::serve(address, ctx.clone())
+            .await
+            .with_context(|| format!("serving metrics and health on {address}"))?;
+        tokio::spawn(server);
+        tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+    }
+    let mut elector = None;
+    if args.leader_election {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".to_string());
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        let settings = tessera::leader::LeaseSettings::new(
+            namespace.clone(),
+            args.leader_election_id.clone(),
+            identity.clone(),
+        );
+        let mut candidate = tessera::leader::Elector::new(client.clone(), settings);
+        tracing::info!(%identity, lease = %format!("{namespace}/{}", args.leader_election_id), "waiting for the leader Lease");
+        let waiting = candidate.acquire(|holder| {
+            // A follower is ready: it stands by to take over.
+            ctx.set_ready();
+            tracing::info!(%holder, "another operator process leads; standing by");
+        });
+        tokio::select! {
+            acquired = waiting => acquired?,
+            () = shutdown_signal() => {
+                tracing::info!("Tessera operator stopped before it led");
+                return Ok(());
+            }
+        }
+        tracing::info!(%identity, "leading");
+        elector = Some(candidate);
+    }
+    ctx.metrics.set_leader(true);
     tracing::info!(namespace = ?args.namespace, "Tessera operator starting");
+    let ready_ctx = ctx.clone();
+    tokio::spawn(async move {
+        caches.ready().await;
+        ready_ctx.set_ready();
+    });
     // The caches are filled for as long as the controllers run; they end on a signal.
-    futures::future::select(
+    let controllers = futures::future::select(
         Box::pin(fill_caches),
         Box::pin(async {
             futures::join!(
@@ -115,8 +194,44 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 tessera::cituscluster::run(ctx.clone(), args.namespace.clone()),
             )
         }),
-    )
-    .await;
+    );
+    match elector {
+        None => {
+            controllers.await;
+        }
+        Some(mut elector) => {
+            tokio::select! {
+                _ = controllers => {
+                    // Handing over now instead of when the claim runs out.
+                    if let Err(error) = elector.release().await {
+                        tracing::warn!(%error, "releasing the leader Lease failed");
+                    } else {
+                        tracing::info!("released the leader Lease");
+                    }
+                }
+                lost = elector.keep() => {
+                    ctx.metrics.set_leader(false);
+                    return Err(lost).context("stopping so that only the leader writes");
+                }
+            }
+        }
+    }
     tracing::info!("Tessera operator stopped");
     Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }

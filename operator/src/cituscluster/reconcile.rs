@@ -108,7 +108,7 @@ where
 /// Runs the CitusCluster controller until the process is told to stop.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let client = ctx.client.clone();
-    let labelled = watcher::Config::default().labels(CLUSTER_LABEL);
+    let labelled = crate::caches::watch_config().labels(CLUSTER_LABEL);
     let (pods, pod_writer) = reflector::store();
     let pod_events = reflector::reflector(
         pod_writer,
@@ -121,7 +121,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         sts_writer,
         watcher(
             api::<StatefulSet>(&client, &namespace),
-            watcher::Config::default(),
+            crate::caches::watch_config(),
         ),
     )
     .default_backoff()
@@ -143,7 +143,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
 
     let controller = Controller::new(
         api::<CitusCluster>(&client, &namespace),
-        watcher::Config::default(),
+        crate::caches::watch_config(),
     );
     let clusters = controller.store();
     let context = Arc::new(ClusterContext {
@@ -186,7 +186,20 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             targets
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, context)
+        .run(
+            |cluster, cc| async move {
+                let started = std::time::Instant::now();
+                let metrics_ctx = cc.ctx.clone();
+                let result = reconcile(cluster, cc).await;
+                let failed = result.as_ref().err().map(Error::reason);
+                metrics_ctx
+                    .metrics
+                    .reconciled("cituscluster", started, failed);
+                result
+            },
+            error_policy,
+            context,
+        )
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "CitusCluster reconcile ended with an error");
@@ -415,6 +428,13 @@ async fn reconcile_valid(
     // The session goes back to the pool only after a round that went through.
     client.release();
     let plan = &round.plan;
+    if let (Some(Some(_)), Some(intent)) = (round.execution.applied.started_job, &plan.job) {
+        ctx.metrics.job_started(if intent.drain_only {
+            "drain"
+        } else {
+            "rebalance"
+        });
+    }
 
     if let (Some(replicas), Kind::Managed(_)) = (plan.worker_replicas, &effective.kind) {
         let current = cached(&cc.statefulsets, ns, &names.statefulset(WORKER_ROLE))

@@ -78,6 +78,29 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
+impl Error {
+    /// The reason a failed reconcile is counted under in the metrics.
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Invalid(_) => "InvalidSpec",
+            Error::Cluster(e) => e.reason(),
+            Error::Database(e) => e.reason(),
+            Error::Random(_) => "PasswordGenerationFailed",
+            Error::Apply(ApplyError::NotOwned { .. }) | Error::Conflict(_) => "Conflict",
+            Error::Apply(_) | Error::Objects { .. } => "ApplyFailed",
+            Error::Read { .. } => "KubernetesError",
+            Error::Status(_) => "StatusUpdateFailed",
+            Error::CleanupBlocked(_) => "CleanupBlocked",
+            Error::StoppingService(_) => "StoppingService",
+            Error::Finalizer(inner) => match &**inner {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
+                _ => "FinalizerFailed",
+            },
+        }
+    }
+}
+
 /// What the reconciler reads from watch caches: the objects Tessera labelled as its own.
 pub struct ServiceContext {
     pub ctx: Arc<Context>,
@@ -99,7 +122,7 @@ where
 /// Runs the Microservice controller until the process is told to stop.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let client = ctx.client.clone();
-    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let owned = crate::caches::watch_config().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     let (secrets, secret_writer) = reflector::store();
     let secret_events = reflector::reflector(
         secret_writer,
@@ -129,7 +152,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         writer,
         watcher(
             api::<Microservice>(&client, &namespace),
-            watcher::Config::default(),
+            crate::caches::watch_config(),
         )
         .modify(without_managed_fields),
     )
@@ -155,7 +178,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .owns_stream(service_events)
         .watches(
             api::<CitusCluster>(&client, &namespace),
-            watcher::Config::default(),
+            crate::caches::watch_config(),
             move |cluster| {
                 // Only what changes a Microservice's connection or placement wakes it: a
                 // rebalance's progress reports would otherwise reconcile every service on the
@@ -186,7 +209,20 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             },
         )
         .shutdown_on_signal()
-        .run(reconcile, error_policy, context)
+        .run(
+            |ms, sc| async move {
+                let started = std::time::Instant::now();
+                let metrics_ctx = sc.ctx.clone();
+                let result = reconcile(ms, sc).await;
+                let failed = result.as_ref().err().map(Error::reason);
+                metrics_ctx
+                    .metrics
+                    .reconciled("microservice", started, failed);
+                result
+            },
+            error_policy,
+            context,
+        )
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "Microservice reconcile ended with an error");

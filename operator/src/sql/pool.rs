@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,13 +22,13 @@ use super::connect::{connect, ConnectError, ConnectionConfig};
 /// Sessions idle longer than this are closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Counts for metrics and benchmarks.
+/// Counts for metrics (`crate::metrics` exposes these counters).
 #[derive(Debug, Default)]
 pub struct PoolStats {
     /// Sessions opened since the start.
-    pub opened: AtomicU64,
+    pub opened: prometheus_client::metrics::counter::Counter,
     /// Sessions handed out that were already open.
-    pub reused: AtomicU64,
+    pub reused: prometheus_client::metrics::counter::Counter,
 }
 
 struct Idle {
@@ -145,12 +145,12 @@ impl Pool {
         };
         let client = match reused {
             Some(idle) => {
-                self.stats.reused.fetch_add(1, Ordering::Relaxed);
+                self.stats.reused.inc();
                 idle.client
             }
             None => {
                 let client = connect(&self.config).await?;
-                self.stats.opened.fetch_add(1, Ordering::Relaxed);
+                self.stats.opened.inc();
                 client
             }
         };

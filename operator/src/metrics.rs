@@ -1,0 +1,187 @@
+//! The operator's Prometheus metrics: reconciles and their errors by controller and reason,
+//! reconcile durations, coordinator sessions, rebalance jobs and leadership.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabel {
+    controller: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    controller: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    controller: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    kind: &'static str,
+}
+
+/// Reconcile durations from 5 ms to about 40 s.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<OutcomeLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    durations: Family<ControllerLabel, Histogram>,
+    jobs: Family<JobLabels, Counter>,
+    /// Coordinator sessions open now, in use or idle (set at each scrape).
+    sessions_open: Gauge,
+    leader: Gauge,
+}
+
+impl Metrics {
+    /// The metrics, with the pools' session counters among them.
+    pub fn new(sessions: &crate::sql::pool::PoolStats) -> Self {
+        let mut registry = Registry::with_prefix("tessera");
+        let reconciles = Family::<OutcomeLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let durations =
+            Family::<ControllerLabel, Histogram>::new_with_constructor(duration_histogram as _);
+        let jobs = Family::<JobLabels, Counter>::default();
+        let sessions_open = Gauge::default();
+        let leader = Gauge::default();
+        registry.register(
+            "reconciles",
+            "Reconciles finished, by controller and outcome (success or error)",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by controller and reason",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "How long reconciles took, by controller",
+            durations.clone(),
+        );
+        registry.register(
+            "rebalance_jobs_started",
+            "Citus background jobs started, by kind (rebalance or drain)",
+            jobs.clone(),
+        );
+        registry.register(
+            "coordinator_sessions_opened",
+            "Coordinator sessions opened",
+            sessions.opened.clone(),
+        );
+        registry.register(
+            "coordinator_sessions_reused",
+            "Pooled coordinator sessions handed out again",
+            sessions.reused.clone(),
+        );
+        registry.register(
+            "coordinator_sessions_open",
+            "Coordinator sessions open now, in use or idle, over all clusters",
+            sessions_open.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this process holds the leader Lease (or runs without leader election)",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            durations,
+            jobs,
+            sessions_open,
+            leader,
+        }
+    }
+
+    /// Records a finished reconcile of `controller` that started at `started`.
+    pub fn reconciled(
+        &self,
+        controller: &'static str,
+        started: Instant,
+        error: Option<&'static str>,
+    ) {
+        let outcome = if error.is_some() { "error" } else { "success" };
+        self.reconciles
+            .get_or_create(&OutcomeLabels {
+                controller,
+                outcome,
+            })
+            .inc();
+        if let Some(reason) = error {
+            self.errors
+                .get_or_create(&ErrorLabels { controller, reason })
+                .inc();
+        }
+        self.durations
+            .get_or_create(&ControllerLabel { controller })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn job_started(&self, kind: &'static str) {
+        self.jobs.get_or_create(&JobLabels { kind }).inc();
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// The text exposition of every metric, with `open_sessions` as counted now.
+    pub fn render(&self, open_sessions: usize) -> String {
+        self.sessions_open
+            .set(i64::try_from(open_sessions).unwrap_or(i64::MAX));
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_controller_outcome_and_reason() {
+        let sessions = crate::sql::pool::PoolStats::default();
+        let metrics = Metrics::new(&sessions);
+        let started = Instant::now();
+        metrics.reconciled("microservice", started, None);
+        metrics.reconciled("microservice", started, Some("Database"));
+        metrics.job_started("rebalance");
+        sessions.opened.inc();
+        metrics.set_leader(true);
+        let text = metrics.render(3);
+        for line in [
+            r#"tessera_reconciles_total{controller="microservice",outcome="success"} 1"#,
+            r#"tessera_reconciles_total{controller="microservice",outcome="error"} 1"#,
+            r#"tessera_reconcile_errors_total{controller="microservice",reason="Database"} 1"#,
+            r#"tessera_reconcile_duration_seconds_count{controller="microservice"} 2"#,
+            r#"tessera_rebalance_jobs_started_total{kind="rebalance"} 1"#,
+            "tessera_coordinator_sessions_opened_total 1",
+            "tessera_coordinator_sessions_open 3",
+            "tessera_leader 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+    }
+}

@@ -1,11 +1,11 @@
 # Tessera developer commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test lint fmt crds check-crds build demo demo-stop bench bench-operator
+.PHONY: test lint fmt crds check-crds manifests check-manifests image build demo demo-stop bench bench-operator
 
 ## Every test: unit, SQL integration against a PostgreSQL the tests start (Citus where
-## installed), fixture tests, and the CRD drift check.
-test: check-crds
+## installed), fixture tests, the chart's tests, and the CRD and manifests drift checks.
+test: check-crds check-manifests
 	$(CARGO) test --workspace --all-targets
 
 ## Formatting and clippy with warnings as errors.
@@ -23,6 +23,24 @@ crds:
 ## Fail when crds/ differs from the Rust types.
 check-crds:
 	$(CARGO) run -q --bin crdgen -- --check
+
+## Render manifests/install.yaml from the Helm chart (helm built by the e2e tools).
+manifests:
+	$(CARGO) run -q -p tessera-e2e -- manifests
+
+## Fail when manifests/install.yaml differs from the chart.
+check-manifests:
+	$(CARGO) run -q -p tessera-e2e -- manifests --check
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+IMAGE ?= tessera/operator:$(VERSION)
+IMAGE_ARCHIVE ?= target/image/tessera-operator-$(VERSION).tar
+## The operator image as an archive, without a container engine (`kind load image-archive`,
+## `docker load`), checked with go-containerregistry.
+image:
+	$(CARGO) build -q --release -p tessera-operator --bin operator
+	$(CARGO) run -q -p tessera-e2e --bin image-archive -- target/release/operator $(IMAGE_ARCHIVE) $(IMAGE)
+	$(CARGO) run -q -p tessera-e2e -- check-image $(IMAGE_ARCHIVE)
 
 build:
 	$(CARGO) build --workspace --release

@@ -90,6 +90,32 @@ pub fn start_operator_named(
     process::spawn(&state.dir, name, command)
 }
 
+/// A kubeconfig at `path` for ServiceAccount `namespace/name`, with a token the API server
+/// issues for it (as its pods would get), so that a process run with it has exactly the rights
+/// bound to that ServiceAccount.
+pub fn service_account_kubeconfig(
+    state: &State,
+    namespace: &str,
+    name: &str,
+    path: &Path,
+) -> Result<()> {
+    let token =
+        state.kubectl_output(&["create", "token", name, "-n", namespace, "--duration=2h"])?;
+    let admin: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&state.admin_kubeconfig)?)?;
+    let user = format!("system:serviceaccount:{namespace}:{name}");
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin["clusters"],
+        "users": [{"name": user, "user": {"token": token.trim()}}],
+        "contexts": [{"name": "sa", "context": {"cluster": admin["clusters"][0]["name"], "user": user}}],
+        "current-context": "sa",
+    });
+    std::fs::write(path, serde_yaml::to_string(&config)?)?;
+    Ok(())
+}
+
 /// A client for the control plane as its admin.
 pub async fn admin_client(state: &State) -> Result<kube::Client> {
     let kubeconfig = Kubeconfig::read_from(&state.admin_kubeconfig)?;

@@ -2,6 +2,7 @@
 //! Kubernetes control plane on loopback with kwok nodes, and a pod runner that plays the kubelet
 //! for pods whose process the tests need (PostgreSQL for database pods).
 
+pub mod chart;
 pub mod controlplane;
 pub mod harness;
 pub mod hosts;

@@ -15,6 +15,9 @@ struct Tool {
     module: &'static str,
     /// (package, binary name)
     binaries: &'static [(&'static str, &'static str)],
+    /// Tessera's own Go source (not only a pin of an upstream command): the cache key includes
+    /// a digest of it, so an edit is rebuilt.
+    local: bool,
 }
 
 const TOOLS: &[Tool] = &[
@@ -32,24 +35,37 @@ const TOOLS: &[Tool] = &[
             // The machine's kubectl may be several minors older; this one has no skew.
             ("k8s.io/kubernetes/cmd/kubectl", "kubectl"),
         ],
+        local: false,
     },
     Tool {
         dir: "etcd",
         version_key: "ETCD_VERSION",
         module: "go.etcd.io/etcd/server/v3",
         binaries: &[("go.etcd.io/etcd/server/v3", "etcd")],
+        local: false,
     },
     Tool {
         dir: "kwok",
         version_key: "KWOK_VERSION",
         module: "sigs.k8s.io/kwok",
         binaries: &[("sigs.k8s.io/kwok/cmd/kwok", "kwok")],
+        local: false,
     },
     Tool {
         dir: "helm",
         version_key: "HELM_VERSION",
         module: "helm.sh/helm/v3",
         binaries: &[("helm.sh/helm/v3/cmd/helm", "helm")],
+        local: false,
+    },
+    // Checks of shipped artifacts with upstream code: kind's config types, go-containerregistry
+    // for the image, gopher-lua for the Argo CD health script.
+    Tool {
+        dir: "checks",
+        version_key: "KIND_VERSION",
+        module: "sigs.k8s.io/kind",
+        binaries: &[("tessera.dev/e2e/tools/checks", "tessera-checks")],
+        local: true,
     },
 ];
 
@@ -74,6 +90,9 @@ impl Tools {
         let tools_dir = tools_dir();
         let versions = read_versions(&tools_dir.join("versions.env"))?;
         let cache = cache_dir();
+        std::fs::create_dir_all(&cache)?;
+        // Tests (threads and processes) ask at once; one builds, the others wait and reuse.
+        let _building = crate::lockfile::wait(&cache.join("build.lock"))?;
         let mut paths = BTreeMap::new();
         for tool in TOOLS {
             let version = versions
@@ -81,7 +100,12 @@ impl Tools {
                 .with_context(|| format!("versions.env lacks {}", tool.version_key))?;
             let module_dir = tools_dir.join(tool.dir);
             check_go_mod(&module_dir, tool.module, version)?;
-            let bin_dir = cache.join(format!("{}-{version}", tool.dir)).join("bin");
+            let key = if tool.local {
+                format!("{version}-{:016x}", source_digest(&module_dir)?)
+            } else {
+                version.clone()
+            };
+            let bin_dir = cache.join(format!("{}-{key}", tool.dir)).join("bin");
             let missing = tool
                 .binaries
                 .iter()
@@ -95,6 +119,26 @@ impl Tools {
         }
         Ok(Self { paths, versions })
     }
+}
+
+/// A digest of a module's Go source, go.mod and go.sum.
+fn source_digest(module_dir: &Path) -> Result<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut files: Vec<PathBuf> = std::fs::read_dir(module_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "go")
+                || p.file_name()
+                    .is_some_and(|n| n == "go.mod" || n == "go.sum")
+        })
+        .collect();
+    files.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for file in files {
+        file.file_name().hash(&mut hasher);
+        std::fs::read(&file)?.hash(&mut hasher);
+    }
+    Ok(hasher.finish())
 }
 
 /// `e2e/tools` in this checkout.

@@ -68,11 +68,17 @@ impl Caches {
             reflector::reflector(cluster_writer, watcher(cluster_api, watch_config()))
                 .default_backoff()
                 .for_each(|_| async {});
+        // Limited to one namespace, the operator reads only that one: RBAC can grant exactly it
+        // (resourceNames), where a Role cannot grant a cluster-scoped object.
+        let namespace_config = match namespace {
+            Some(ns) => watch_config().fields(&format!("metadata.name={ns}")),
+            None => watch_config(),
+        };
         let namespace_stream = reflector::reflector(
             namespace_writer,
             watcher(
                 Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-                watch_config(),
+                namespace_config,
             )
             .modify(slim),
         )

@@ -21,9 +21,9 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The client identities the harness issues certificates for.
 pub const ADMIN: &str = "admin";
-pub const OPERATOR: &str = "operator";
-/// The user name the operator's certificate carries; manifests/rbac.yaml binds it.
-pub const OPERATOR_USER: &str = "tessera-operator";
+/// Who the operator is: the Helm chart's ServiceAccount, whose token `harness::install` puts in
+/// the operator's kubeconfig, so every test runs it with exactly the chart's RBAC.
+pub const OPERATOR_USER: &str = "system:serviceaccount:tessera-system:tessera";
 
 /// What `up` leaves behind for `down` and for tests.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,11 +193,6 @@ impl ControlPlane {
                     groups: &["system:masters"],
                 },
                 Identity {
-                    file_stem: OPERATOR,
-                    user: OPERATOR_USER,
-                    groups: &[],
-                },
-                Identity {
                     file_stem: "controller-manager",
                     user: "system:kube-controller-manager",
                     groups: &[],
@@ -221,11 +216,6 @@ impl ControlPlane {
         self.state.server = server.clone();
         for (stem, user, path) in [
             (ADMIN, "admin", self.state.admin_kubeconfig.clone()),
-            (
-                OPERATOR,
-                OPERATOR_USER,
-                self.state.operator_kubeconfig.clone(),
-            ),
             (
                 "controller-manager",
                 "controller-manager",

@@ -124,7 +124,9 @@ pub async fn admin_client(state: &State) -> Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
-/// Applies the CRDs and the operator's RBAC, and waits until the CRDs are served.
+/// Applies the CRDs, installs the Helm chart with no operator replica (the tests run the
+/// operator binary themselves), and writes the operator's kubeconfig with a token of the chart's
+/// ServiceAccount: the operator has exactly the chart's RBAC, so a verb it lacks fails a test.
 pub fn install(state: &State) -> Result<()> {
     let root = workspace_root();
     state.kubectl_output(&["apply", "-f", &root.join("crds").display().to_string()])?;
@@ -135,12 +137,29 @@ pub fn install(state: &State) -> Result<()> {
         "crd/citusclusters.tessera.dev",
         "--timeout=60s",
     ])?;
-    state.kubectl_output(&[
-        "apply",
-        "-f",
-        &root.join("manifests/rbac.yaml").display().to_string(),
-    ])?;
-    Ok(())
+    let tools = crate::tools::Tools::ensure()?;
+    crate::chart::helm(
+        &tools,
+        &[
+            "install",
+            crate::chart::RELEASE,
+            &crate::chart::chart_dir().display().to_string(),
+            "--namespace",
+            crate::chart::NAMESPACE,
+            "--create-namespace",
+            "--skip-crds",
+            "--set",
+            "replicaCount=0",
+            "--kubeconfig",
+            &state.admin_kubeconfig.display().to_string(),
+        ],
+    )?;
+    service_account_kubeconfig(
+        state,
+        crate::chart::NAMESPACE,
+        crate::chart::RELEASE,
+        &state.operator_kubeconfig,
+    )
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout` with `what` and

@@ -175,7 +175,7 @@ fn a_namespaced_install_gets_no_cluster_wide_rights() -> Result<()> {
 fn the_values_schema_refuses_bad_values() -> Result<()> {
     let tools = Tools::ensure()?;
     for bad in [
-        "replicaCount=0",
+        "replicaCount=-1",
         "log.format=xml",
         "watchNamespace=Not_A_Namespace",
         "clusterConnections=1000",

@@ -44,7 +44,10 @@ impl Candidate {
             name,
             &[
                 ("TESSERA_LEADER_ELECTION", "true"),
-                ("TESSERA_LEADER_ELECTION_NAMESPACE", "default"),
+                (
+                    "TESSERA_LEADER_ELECTION_NAMESPACE",
+                    tessera_e2e::chart::NAMESPACE,
+                ),
                 ("TESSERA_METRICS_ADDRESS", address.as_str()),
                 ("POD_NAME", name),
                 ("TESSERA_RESYNC_INTERVAL", "20"),
@@ -104,7 +107,7 @@ impl Drop for Candidate {
 }
 
 async fn holder(client: &Client) -> Result<Option<String>> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), tessera_e2e::chart::NAMESPACE);
     Ok(leases
         .get_opt(LEASE)
         .await?

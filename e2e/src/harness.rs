@@ -116,6 +116,23 @@ pub fn service_account_kubeconfig(
     Ok(())
 }
 
+/// Requests of `user` the API server refused (403), as "verb URI", from the audit log of a
+/// control plane started with that user in `Options::audit_users`.
+pub fn refused_requests(state: &State, user: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(state.dir.join("audit.log")).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["user"]["username"] == user && event["responseStatus"]["code"] == 403)
+        .map(|event| {
+            format!(
+                "{} {}",
+                event["verb"].as_str().unwrap_or("?"),
+                event["requestURI"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
 /// A client for the control plane as its admin.
 pub async fn admin_client(state: &State) -> Result<kube::Client> {
     let kubeconfig = Kubeconfig::read_from(&state.admin_kubeconfig)?;

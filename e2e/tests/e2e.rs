@@ -14,7 +14,7 @@ use pgtemp::citus::{self, CitusCluster as LocalCitus};
 use pgtemp::TempPostgres;
 use serde_json::json;
 use tessera::crd::{CitusCluster, Microservice};
-use tessera_e2e::controlplane::{ControlPlane, State};
+use tessera_e2e::controlplane::{ControlPlane, Options, State, OPERATOR_USER};
 use tessera_e2e::harness::{self, wait_until};
 use tessera_e2e::podrunner::pod_ready;
 use tessera_e2e::tools::Tools;
@@ -45,7 +45,10 @@ async fn tessera_end_to_end() -> Result<()> {
         dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o711),
     )?;
-    let plane = ControlPlane::start(&tools, dir.path(), 3)?;
+    // The operator's requests are audited: any the chart's RBAC refuses fails the run.
+    let mut options = Options::with_nodes(3);
+    options.audit_users = vec![OPERATOR_USER.to_string()];
+    let plane = ControlPlane::start_with(&tools, dir.path(), &options)?;
     let startup = started.elapsed();
     let state = plane.state.clone();
     harness::install(&state)?;
@@ -153,6 +156,15 @@ async fn tessera_end_to_end() -> Result<()> {
     let _ = shutdown_tx.send(());
     let _ = pod_runner.await;
     tessera_e2e::process::stop(operator.pid, Duration::from_secs(10));
+    // The audit log is written every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let refused = harness::refused_requests(&env.state, OPERATOR_USER);
+    if !refused.is_empty() {
+        failures.push(format!(
+            "the chart's RBAC refused the operator {} request(s): {refused:?}",
+            refused.len()
+        ));
+    }
     if !failures.is_empty() {
         println!(
             "operator log (last 80 lines):\n{}",

@@ -16,19 +16,15 @@ use pgtemp::TempPostgres;
 use serde_json::json;
 use tessera::crd::{CitusCluster, Microservice};
 use tessera_e2e::chart;
-use tessera_e2e::controlplane::{ControlPlane, Options, State};
+use tessera_e2e::controlplane::{ControlPlane, Options, State, OPERATOR_USER};
 use tessera_e2e::harness::{self, wait_until};
 use tessera_e2e::process;
 use tessera_e2e::tools::Tools;
 
-const RELEASE_NAMESPACE: &str = "tessera-system";
-const SERVICE_ACCOUNT: &str = "tessera";
+const RELEASE_NAMESPACE: &str = chart::NAMESPACE;
+const SERVICE_ACCOUNT: &str = chart::RELEASE;
 const APPS: &str = "apps";
 const WAIT: Duration = Duration::from_secs(90);
-
-fn sa_user() -> String {
-    format!("system:serviceaccount:{RELEASE_NAMESPACE}:{SERVICE_ACCOUNT}")
-}
 
 fn helm(tools: &Tools, state: &State, args: &[&str]) -> Result<String> {
     let kubeconfig = state.admin_kubeconfig.display().to_string();
@@ -37,27 +33,12 @@ fn helm(tools: &Tools, state: &State, args: &[&str]) -> Result<String> {
     chart::helm(tools, &all)
 }
 
-/// Requests of the ServiceAccount the API server refused, from its audit log.
-fn refused(state: &State) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(state.dir.join("audit.log")).unwrap_or_default();
-    let mut refused = Vec::new();
-    for line in text.lines() {
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if event["user"]["username"] == sa_user() && event["responseStatus"]["code"] == 403 {
-            refused.push(format!(
-                "{} {}",
-                event["verb"].as_str().unwrap_or("?"),
-                event["requestURI"].as_str().unwrap_or("?")
-            ));
-        }
-    }
-    Ok(refused)
-}
-
 /// The operator binary with the chart's arguments and the chart's ServiceAccount.
-fn run_as_installed(state: &State, deployment: &Deployment) -> Result<process::Managed> {
+fn run_as_installed(
+    state: &State,
+    deployment: &Deployment,
+    name: &str,
+) -> Result<process::Managed> {
     let container = deployment
         .spec
         .as_ref()
@@ -84,7 +65,7 @@ fn run_as_installed(state: &State, deployment: &Deployment) -> Result<process::M
         .arg(&kubeconfig)
         .env("POD_NAME", "tessera-local")
         .env("POD_NAMESPACE", RELEASE_NAMESPACE);
-    process::spawn(&state.dir, "operator-installed", command)
+    process::spawn(&state.dir, name, command)
 }
 
 async fn setup_database(client: &Client, pg: &TempPostgres) -> Result<()> {
@@ -186,6 +167,27 @@ fn release_objects(state: &State) -> Result<Vec<String>> {
     Ok(out.lines().map(str::to_string).collect())
 }
 
+/// Runs the operator as the installed chart says, takes a Microservice through its life, and
+/// fails on any request the chart's RBAC refused.
+async fn under_the_chart(state: &State, client: &Client, name: &str) -> Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    let deployment = deployments.get(chart::RELEASE).await?;
+    let operator = run_as_installed(state, &deployment, name)?;
+    let log = operator.log.clone();
+    let outcome = microservice_lifecycle(client).await;
+    process::stop_managed(&operator, Duration::from_secs(10));
+    outcome.with_context(|| process::tail(&log, 60))?;
+    // The audit log is written every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let refused = harness::refused_requests(state, OPERATOR_USER);
+    ensure!(
+        refused.is_empty(),
+        "the chart's RBAC refused the operator ({name}) {} request(s): {refused:#?}",
+        refused.len()
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_upgrade_uninstall() -> Result<()> {
     let tools = Tools::ensure()?;
@@ -193,12 +195,23 @@ async fn helm_install_upgrade_uninstall() -> Result<()> {
         .prefix("tessera-e2e-install-")
         .tempdir()?;
     let mut options = Options::with_nodes(1);
-    options.audit_users = vec![sa_user()];
+    options.audit_users = vec![OPERATOR_USER.to_string()];
     let plane = ControlPlane::start_with(&tools, dir.path(), &options)?;
     let state = plane.state.clone();
     let client = harness::admin_client(&state).await?;
     let chart_dir = chart::chart_dir().display().to_string();
 
+    // The release's namespace enforces the restricted Pod Security Standard: the chart's pods
+    // are admitted only if they meet it.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": RELEASE_NAMESPACE, "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest"}}}))?,
+        )
+        .await?;
     let installed = helm(
         &tools,
         &state,
@@ -208,29 +221,38 @@ async fn helm_install_upgrade_uninstall() -> Result<()> {
             &chart_dir,
             "--namespace",
             RELEASE_NAMESPACE,
-            "--create-namespace",
         ],
     )?;
     println!("{installed}");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
-    let deployment = deployments.get(chart::RELEASE).await?;
-    ensure!(deployment.spec.as_ref().and_then(|s| s.replicas) == Some(2));
+    wait_until(
+        "the chart's 2 operator pods are admitted and available",
+        WAIT,
+        || async {
+            let deployment = deployments.get(chart::RELEASE).await?;
+            let available = deployment.status.and_then(|s| s.available_replicas);
+            Ok((available == Some(2)).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| {
+        state
+            .kubectl_output(&["get", "events", "-n", RELEASE_NAMESPACE])
+            .unwrap_or_default()
+    })?;
+    println!(
+        "{}",
+        state.kubectl_output(&[
+            "get",
+            "deployment,pods,lease,service,pdb",
+            "-n",
+            RELEASE_NAMESPACE
+        ])?
+    );
 
     let pg = TempPostgres::start()?;
     setup_database(&client, &pg).await?;
-    let operator = run_as_installed(&state, &deployment)?;
-    let log = operator.log.clone();
-    let outcome = microservice_lifecycle(&client).await;
-    process::stop_managed(&operator, Duration::from_secs(10));
-    outcome.with_context(|| process::tail(&log, 60))?;
-    // The audit log is written every second.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let refused = refused(&state)?;
-    ensure!(
-        refused.is_empty(),
-        "the chart's RBAC refused the operator {} request(s): {refused:#?}",
-        refused.len()
-    );
+    under_the_chart(&state, &client, "operator-cluster-wide").await?;
 
     helm(
         &tools,
@@ -247,10 +269,14 @@ async fn helm_install_upgrade_uninstall() -> Result<()> {
             "metrics.service.enabled=false",
             "--set",
             "log.level=debug",
+            "--set",
+            &format!("watchNamespace={APPS}"),
         ],
     )?;
     let upgraded = deployments.get(chart::RELEASE).await?;
     ensure!(upgraded.spec.as_ref().and_then(|s| s.replicas) == Some(3));
+    // Now limited to one namespace: a Role there, and only that namespace readable beyond it.
+    under_the_chart(&state, &client, "operator-one-namespace").await?;
     let objects = release_objects(&state)?;
     ensure!(
         !objects.iter().any(|o| o.starts_with("service/")),

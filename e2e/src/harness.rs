@@ -116,13 +116,17 @@ pub fn service_account_kubeconfig(
     Ok(())
 }
 
-/// Requests of `user` the API server refused (403), as "verb URI", from the audit log of a
-/// control plane started with that user in `Options::audit_users`.
+/// Requests of `user` that authorization (RBAC) refused, as "verb URI", from the audit log of a
+/// control plane started with that user in `Options::audit_users`. Other 403s (such as a create
+/// in a namespace being deleted) are not RBAC's and do not count.
 pub fn refused_requests(state: &State, user: &str) -> Vec<String> {
     let text = std::fs::read_to_string(state.dir.join("audit.log")).unwrap_or_default();
     text.lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|event| event["user"]["username"] == user && event["responseStatus"]["code"] == 403)
+        .filter(|event| {
+            event["user"]["username"] == user
+                && event["annotations"]["authorization.k8s.io/decision"] == "forbid"
+        })
         .map(|event| {
             format!(
                 "{} {}",

@@ -221,6 +221,15 @@ async fn one_leader_and_a_fast_hand_over() -> Result<()> {
         first.get("/metrics").await?.1
     );
     ensure!(
+        first.metric("tessera_database_statements_total").await? >= 3.0,
+        "the leader counted no statements:\n{}",
+        first.get("/metrics").await?.1
+    );
+    ensure!(
+        second.metric("tessera_database_statements_total").await? == 0.0,
+        "the follower sent statements"
+    );
+    ensure!(
         second.metric("tessera_reconciles_total").await? == 0.0,
         "the follower reconciled:\n{}\n{}",
         second.get("/metrics").await?.1,

@@ -95,6 +95,11 @@ impl Metrics {
             sessions_open.clone(),
         );
         registry.register(
+            "database_statements",
+            "Statements sent to coordinators and nodes (queries and commands, BEGIN and COMMIT included)",
+            crate::sql::STATEMENTS.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this process holds the leader Lease (or runs without leader election)",
             leader.clone(),

@@ -285,6 +285,8 @@ async fn run_transaction<'a>(
         };
         done.map_err(|error| (*step, error))
     });
+    // BEGIN, the statements (pipelined), then COMMIT or ROLLBACK.
+    super::sent(statements.len() as u64 + 2);
     let (begun, done) = futures::join!(
         client.batch_execute(&begin),
         futures::future::join_all(body)

@@ -306,6 +306,7 @@ pub async fn read_with(
         let current = match known {
             Some(current) => current,
             None => {
+                super::sent(1);
                 let row = client.query_typed(FACTS_QUERY, &[]).await?;
                 let row = row.first().ok_or(CatalogError::NoRow)?;
                 let learned = ServerFacts {
@@ -323,6 +324,7 @@ pub async fn read_with(
             *facts.lock().unwrap_or_else(|e| e.into_inner()) = None;
             return Err(CatalogError::NotSuperuser);
         }
+        super::sent(1);
         let answer = client
             .query_typed(
                 &catalog_statement(current),

@@ -171,6 +171,7 @@ fn timestamp(value: Option<std::time::SystemTime>) -> Option<Timestamp> {
 /// Reads the cluster's state in one read-only, repeatable-read snapshot.
 pub async fn read(client: &mut Client) -> Result<ClusterCatalog, tokio_postgres::Error> {
     let tx = super::snapshot(client).await?;
+    super::sent(1);
     let row = tx.query_one(VERSION_QUERY, &[]).await?;
     let mut catalog = ClusterCatalog {
         server_version: row.get(0),
@@ -181,6 +182,7 @@ pub async fn read(client: &mut Client) -> Result<ClusterCatalog, tokio_postgres:
         ..ClusterCatalog::default()
     };
     if catalog.has_citus() {
+        super::sent(4);
         catalog.nodes = tx
             .query(NODES_QUERY, &[])
             .await?
@@ -216,12 +218,14 @@ pub async fn read(client: &mut Client) -> Result<ClusterCatalog, tokio_postgres:
             .collect();
         catalog.own_authinfo = tx.query_opt(AUTHINFO_QUERY, &[]).await?.map(|r| r.get(0));
     }
+    super::sent(1);
     tx.commit().await?;
     Ok(catalog)
 }
 
 /// Bytes of shard data per node group; `None` when a node could not be asked.
 pub async fn sizes(client: &Client) -> Option<Vec<(i32, i64)>> {
+    super::sent(1);
     match client.query(SIZES_QUERY, &[]).await {
         Ok(rows) => Some(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect()),
         Err(error) => {

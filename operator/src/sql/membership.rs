@@ -106,6 +106,8 @@ pub async fn apply(client: &Client, steps: &[NodeStep]) -> Result<Applied, StepE
             step,
             NodeStep::AddNode { .. } | NodeStep::RemoveNode { .. } | NodeStep::CleanupOrphans
         );
+        // The step, and the timeout set and reset around a long one.
+        super::sent(if long { 3 } else { 1 });
         if long {
             client
                 .batch_execute(&format!(
@@ -145,6 +147,8 @@ pub async fn preflight(
     client: &mut Client,
     needs_logical: bool,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
+    // BEGIN, the settings, up to three checks, COMMIT.
+    super::sent(if needs_logical { 6 } else { 5 });
     let tx = client.transaction().await?;
     // A dead node must not hold the reconcile for Citus's default 30 s connection timeout.
     tx.batch_execute(
@@ -214,6 +218,7 @@ pub fn password_authinfo(password: &str) -> String {
 /// and the superuser's password for the connections Citus opens to every node (metadata sync,
 /// shard moves, health checks). Idempotent; writes only what differs.
 pub async fn bootstrap_node(client: &Client, password: &str) -> Result<(), tokio_postgres::Error> {
+    super::sent(2);
     client
         .batch_execute("CREATE EXTENSION IF NOT EXISTS citus")
         .await?;

@@ -24,6 +24,16 @@ pub mod quote;
 pub mod scram;
 pub mod tls;
 
+/// Statements the operator sent to coordinators and nodes (each query or command, BEGIN and
+/// COMMIT included), for `tessera_database_statements_total`.
+pub static STATEMENTS: std::sync::LazyLock<prometheus_client::metrics::counter::Counter> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Counts `n` statements about to be sent.
+pub(crate) fn sent(n: u64) {
+    STATEMENTS.inc_by(n);
+}
+
 pub use catalog::Catalog;
 pub use connect::{connect, ConnectError, ConnectionConfig, SessionLimits, LONG_STATEMENT_TIMEOUT};
 pub use coordinators::Coordinators;
@@ -48,6 +58,7 @@ pub fn error_message(error: &tokio_postgres::Error) -> String {
 pub(crate) async fn snapshot(
     client: &mut tokio_postgres::Client,
 ) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
+    sent(1);
     client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)

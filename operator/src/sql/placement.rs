@@ -72,6 +72,7 @@ impl PlacementCache {
         }
         self.reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        super::sent(1);
         match client.query_typed(PLACEMENTS_QUERY, &[]).await {
             Ok(rows) => {
                 let placements = Arc::new(placements_from(

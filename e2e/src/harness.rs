@@ -116,6 +116,46 @@ pub fn service_account_kubeconfig(
     Ok(())
 }
 
+/// Creates namespace `name`.
+pub async fn create_namespace(client: &kube::Client, name: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+    namespaces
+        .create(&kube::api::PostParams::default(), &ns)
+        .await?;
+    Ok(())
+}
+
+/// A credentials Secret `<name>-admin` for `username`/`password` and an external CitusCluster
+/// `name` in `namespace` in front of the server at `host:port` (database `postgres`).
+pub async fn external_cluster(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    (host, port): (&str, u16),
+    (username, password): (&str, &str),
+) -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, PostParams};
+    let secret_name = format!("{name}-admin");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": secret_name},
+        "stringData": {"username": username, "password": password},
+    }))?;
+    secrets.create(&PostParams::default(), &secret).await?;
+    let clusters: Api<tessera::crd::CitusCluster> = Api::namespaced(client.clone(), namespace);
+    let cluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "tessera.dev/v1alpha1", "kind": "CitusCluster",
+        "metadata": {"name": name},
+        "spec": {"external": {"host": host, "port": port, "database": "postgres",
+                 "credentialsSecretRef": {"name": secret_name}}},
+    }))?;
+    clusters.create(&PostParams::default(), &cluster).await?;
+    Ok(())
+}
+
 /// Requests of `user` that authorization (RBAC) refused, as "verb URI", from the audit log of a
 /// control plane started with that user in `Options::audit_users`. Other 403s (such as a create
 /// in a namespace being deleted) are not RBAC's and do not count.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use pgtemp::citus::{self, CitusCluster as LocalCitus};
@@ -189,30 +189,19 @@ async fn tessera_end_to_end() -> Result<()> {
 }
 
 async fn namespace(env: &Env, name: &str) -> Result<()> {
-    let namespaces: Api<Namespace> = Api::all(env.client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
-    namespaces.create(&PostParams::default(), &ns).await?;
-    Ok(())
+    harness::create_namespace(&env.client, name).await
 }
 
 /// A credentials Secret and an external CitusCluster pointing at the local server `pg`.
 async fn cluster(env: &Env, ns: &str, name: &str, pg: &TempPostgres) -> Result<()> {
-    let (host, port, password) = (pg.host(), pg.port(), pg.superuser_password());
-    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), ns);
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": format!("{name}-admin")},
-        "stringData": {"username": "postgres", "password": password},
-    }))?;
-    secrets.create(&PostParams::default(), &secret).await?;
-    let clusters: Api<CitusCluster> = Api::namespaced(env.client.clone(), ns);
-    let cluster: CitusCluster = serde_json::from_value(json!({
-        "apiVersion": "tessera.dev/v1alpha1", "kind": "CitusCluster",
-        "metadata": {"name": name},
-        "spec": {"external": {"host": host, "port": port, "database": "postgres",
-                 "credentialsSecretRef": {"name": format!("{name}-admin")}}},
-    }))?;
-    clusters.create(&PostParams::default(), &cluster).await?;
-    Ok(())
+    harness::external_cluster(
+        &env.client,
+        ns,
+        name,
+        (pg.host(), pg.port()),
+        ("postgres", pg.superuser_password()),
+    )
+    .await
 }
 
 fn microservice(

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use pgtemp::TempPostgres;
 use serde_json::json;
-use tessera::crd::{CitusCluster, Microservice};
+use tessera::crd::Microservice;
 use tessera_e2e::chart;
 use tessera_e2e::controlplane::{ControlPlane, Options, State, OPERATOR_USER};
 use tessera_e2e::harness::{self, wait_until};
@@ -69,35 +69,15 @@ fn run_as_installed(
 }
 
 async fn setup_database(client: &Client, pg: &TempPostgres) -> Result<()> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": APPS}}))?,
-        )
-        .await?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), APPS);
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "db-admin"},
-                "stringData": {"username": "postgres", "password": pg.superuser_password()},
-            }))?,
-        )
-        .await?;
-    let clusters: Api<CitusCluster> = Api::namespaced(client.clone(), APPS);
-    clusters
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "tessera.dev/v1alpha1", "kind": "CitusCluster",
-                "metadata": {"name": "db"},
-                "spec": {"external": {"host": pg.host(), "port": pg.port(),
-                    "database": "postgres", "credentialsSecretRef": {"name": "db-admin"}}},
-            }))?,
-        )
-        .await?;
+    harness::create_namespace(client, APPS).await?;
+    harness::external_cluster(
+        client,
+        APPS,
+        "db",
+        (pg.host(), pg.port()),
+        ("postgres", pg.superuser_password()),
+    )
+    .await?;
     Ok(())
 }
 

@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::PostParams;
 use kube::{Api, Client};
 use pgtemp::TempPostgres;
 use serde_json::json;
-use tessera::crd::{CitusCluster, Microservice};
+use tessera::crd::Microservice;
 use tessera_e2e::controlplane::{ControlPlane, State};
 use tessera_e2e::harness::{self, wait_until};
 use tessera_e2e::process::{self, Managed};
@@ -162,35 +161,15 @@ async fn one_leader_and_a_fast_hand_over() -> Result<()> {
     let binary = harness::operator_binary()?;
 
     let pg = TempPostgres::start()?;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
-        )
-        .await?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "db-admin"},
-                "stringData": {"username": "postgres", "password": pg.superuser_password()},
-            }))?,
-        )
-        .await?;
-    let clusters: Api<CitusCluster> = Api::namespaced(client.clone(), NAMESPACE);
-    clusters
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "tessera.dev/v1alpha1", "kind": "CitusCluster",
-                "metadata": {"name": "db"},
-                "spec": {"external": {"host": pg.host(), "port": pg.port(),
-                    "database": "postgres", "credentialsSecretRef": {"name": "db-admin"}}},
-            }))?,
-        )
-        .await?;
+    harness::create_namespace(&client, NAMESPACE).await?;
+    harness::external_cluster(
+        &client,
+        NAMESPACE,
+        "db",
+        (pg.host(), pg.port()),
+        ("postgres", pg.superuser_password()),
+    )
+    .await?;
 
     // The first process leads; the second stands by, ready but not reconciling.
     let mut first = Candidate::start(&state, &binary, "operator-a")?;

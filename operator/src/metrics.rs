@@ -139,6 +139,20 @@ impl Metrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
+    /// Runs `reconcile` of `controller` and records its outcome (a failure under `reason`'s
+    /// name for it) and duration.
+    pub async fn observe<T, E>(
+        &self,
+        controller: &'static str,
+        reason: impl Fn(&E) -> &'static str,
+        reconcile: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let started = Instant::now();
+        let result = reconcile.await;
+        self.reconciled(controller, started, result.as_ref().err().map(reason));
+        result
+    }
+
     pub fn job_started(&self, kind: &'static str) {
         self.jobs.get_or_create(&JobLabels { kind }).inc();
     }

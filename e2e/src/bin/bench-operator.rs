@@ -854,36 +854,16 @@ async fn run(args: Args) -> Result<()> {
     let db = start_database(&args).await?;
     eprintln!("database: {}", db.description);
 
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
-        )
-        .await?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "db-admin"},
-                "stringData": {"username": OPERATOR_ROLE, "password": db.operator_password},
-            }))?,
-        )
-        .await?;
+    harness::create_namespace(&client, NAMESPACE).await?;
+    harness::external_cluster(
+        &client,
+        NAMESPACE,
+        CLUSTER,
+        (db.coordinator.host(), db.coordinator.port()),
+        (OPERATOR_ROLE, &db.operator_password),
+    )
+    .await?;
     let clusters: Api<CitusCluster> = Api::namespaced(client.clone(), NAMESPACE);
-    clusters
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "tessera.dev/v1alpha1", "kind": "CitusCluster",
-                "metadata": {"name": CLUSTER},
-                "spec": {"external": {
-                    "host": db.coordinator.host(), "port": db.coordinator.port(),
-                    "database": "postgres", "credentialsSecretRef": {"name": "db-admin"}}},
-            }))?,
-        )
-        .await?;
     let resync = args.resync.to_string();
     let operator_env = [
         ("TESSERA_RESYNC_INTERVAL", resync.as_str()),

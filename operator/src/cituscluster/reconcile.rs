@@ -188,14 +188,11 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .shutdown_on_signal()
         .run(
             |cluster, cc| async move {
-                let started = std::time::Instant::now();
-                let metrics_ctx = cc.ctx.clone();
-                let result = reconcile(cluster, cc).await;
-                let failed = result.as_ref().err().map(Error::reason);
-                metrics_ctx
-                    .metrics
-                    .reconciled("cituscluster", started, failed);
-                result
+                let ctx = cc.ctx.clone();
+                let reconciled = reconcile(cluster, cc);
+                ctx.metrics
+                    .observe("cituscluster", Error::reason, reconciled)
+                    .await
             },
             error_policy,
             context,

@@ -211,14 +211,11 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .shutdown_on_signal()
         .run(
             |ms, sc| async move {
-                let started = std::time::Instant::now();
-                let metrics_ctx = sc.ctx.clone();
-                let result = reconcile(ms, sc).await;
-                let failed = result.as_ref().err().map(Error::reason);
-                metrics_ctx
-                    .metrics
-                    .reconciled("microservice", started, failed);
-                result
+                let ctx = sc.ctx.clone();
+                let reconciled = reconcile(ms, sc);
+                ctx.metrics
+                    .observe("microservice", Error::reason, reconciled)
+                    .await
             },
             error_policy,
             context,

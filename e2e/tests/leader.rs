@@ -215,6 +215,11 @@ async fn one_leader_and_a_fast_hand_over() -> Result<()> {
         second.log(&state)
     );
 
+    println!(
+        "a scrape of the leader's /metrics:\n{}",
+        first.get("/metrics").await?.1
+    );
+
     // The leader dies without releasing: the follower takes over within the lease duration,
     // and a Microservice created meanwhile becomes Ready.
     first.kill();

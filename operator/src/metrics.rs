@@ -28,6 +28,13 @@ struct ErrorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MoveLabels {
+    /// namespace/name of the CitusCluster.
+    cluster: String,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     kind: &'static str,
 }
@@ -43,6 +50,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     durations: Family<ControllerLabel, Histogram>,
     jobs: Family<JobLabels, Counter>,
+    moves: Family<MoveLabels, Gauge>,
     /// Coordinator sessions open now, in use or idle (set at each scrape).
     sessions_open: Gauge,
     leader: Gauge,
@@ -57,6 +65,7 @@ impl Metrics {
         let durations =
             Family::<ControllerLabel, Histogram>::new_with_constructor(duration_histogram as _);
         let jobs = Family::<JobLabels, Counter>::default();
+        let moves = Family::<MoveLabels, Gauge>::default();
         let sessions_open = Gauge::default();
         let leader = Gauge::default();
         registry.register(
@@ -78,6 +87,11 @@ impl Metrics {
             "rebalance_jobs_started",
             "Citus background jobs started, by kind (rebalance or drain)",
             jobs.clone(),
+        );
+        registry.register(
+            "rebalance_moves",
+            "Shard moves of the running rebalance or drain job, by cluster and state (done or total; 0 when none runs)",
+            moves.clone(),
         );
         registry.register(
             "coordinator_sessions_opened",
@@ -110,6 +124,7 @@ impl Metrics {
             errors,
             durations,
             jobs,
+            moves,
             sessions_open,
             leader,
         }
@@ -157,6 +172,18 @@ impl Metrics {
         self.jobs.get_or_create(&JobLabels { kind }).inc();
     }
 
+    /// The moves of `cluster`'s running job, as last read (0 and 0 when none runs).
+    pub fn set_moves(&self, cluster: String, done: i64, total: i64) {
+        for (state, value) in [("done", done), ("total", total)] {
+            self.moves
+                .get_or_create(&MoveLabels {
+                    cluster: cluster.clone(),
+                    state,
+                })
+                .set(value);
+        }
+    }
+
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
     }
@@ -184,6 +211,7 @@ mod tests {
         metrics.reconciled("microservice", started, None);
         metrics.reconciled("microservice", started, Some("Database"));
         metrics.job_started("rebalance");
+        metrics.set_moves("shop/db".to_string(), 1, 4);
         sessions.opened.inc();
         metrics.set_leader(true);
         let text = metrics.render(3);
@@ -193,6 +221,8 @@ mod tests {
             r#"tessera_reconcile_errors_total{controller="microservice",reason="Database"} 1"#,
             r#"tessera_reconcile_duration_seconds_count{controller="microservice"} 2"#,
             r#"tessera_rebalance_jobs_started_total{kind="rebalance"} 1"#,
+            r#"tessera_rebalance_moves{cluster="shop/db",state="done"} 1"#,
+            r#"tessera_rebalance_moves{cluster="shop/db",state="total"} 4"#,
             "tessera_coordinator_sessions_opened_total 1",
             "tessera_coordinator_sessions_open 3",
             "tessera_leader 1",

@@ -425,6 +425,16 @@ async fn reconcile_valid(
     // The session goes back to the pool only after a round that went through.
     client.release();
     let plan = &round.plan;
+    let (moves_done, moves_total) = round
+        .catalog
+        .active_job()
+        .map(|job| (job.tasks_done, job.tasks_total))
+        .unwrap_or((0, 0));
+    ctx.metrics.set_moves(
+        format!("{ns}/{}", cluster.name_any()),
+        moves_done,
+        moves_total,
+    );
     if let (Some(Some(_)), Some(intent)) = (round.execution.applied.started_job, &plan.job) {
         ctx.metrics.job_started(if intent.drain_only {
             "drain"

@@ -333,7 +333,7 @@ fn the_image_archive_runs_the_operator_as_non_root() -> Result<()> {
     let manifest: Value = serde_json::from_slice(&blobs["manifest.json"])?;
     for layer in manifest[0]["Layers"].as_array().context("layers")? {
         let blob = &blobs[layer.as_str().context("layer path")?];
-        tar::Archive::new(blob.as_slice()).unpack(&rootfs)?;
+        tar::Archive::new(flate2::read::GzDecoder::new(blob.as_slice())).unpack(&rootfs)?;
     }
     let output = std::process::Command::new("chroot")
         .arg(&rootfs)

@@ -1,7 +1,7 @@
 //! `image-archive`: the operator's container image as an archive, built without a container
 //! engine: `docker load`, `kind load image-archive` and containerd import it.
 //!
-//! Two layers: the shared libraries the binary links (as the build machine's Debian packages
+//! Two gzip-compressed layers: the shared libraries the binary links (as the build machine's Debian packages
 //! installed them, found with `ldd`) with a passwd entry for the non-root user, and the binary.
 //! The archive holds both an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/…`) and
 //! Docker's `manifest.json` pointing at the same blobs, as `docker save` writes since Docker 25.
@@ -63,6 +63,14 @@ fn layer(files: &Files, mtime: u64) -> Result<Vec<u8>> {
         builder.append_data(&mut header, path, content.as_slice())?;
     }
     Ok(builder.into_inner()?)
+}
+
+/// `layer` compressed the same way every time (gzip without a name or time in its header).
+fn gzip(layer: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(layer)?;
+    Ok(encoder.finish()?)
 }
 
 /// The shared libraries `binary` loads, with the dynamic loader, from `ldd`.
@@ -140,8 +148,9 @@ fn main() -> Result<()> {
             std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?,
         ),
     );
-    let layers = [layer(&base, mtime)?, layer(&app, mtime)?];
-    let diff_ids: Vec<String> = layers
+    let uncompressed = [layer(&base, mtime)?, layer(&app, mtime)?];
+    let layers = [gzip(&uncompressed[0])?, gzip(&uncompressed[1])?];
+    let diff_ids: Vec<String> = uncompressed
         .iter()
         .map(|l| format!("sha256:{}", sha256(l)))
         .collect();
@@ -177,7 +186,7 @@ fn main() -> Result<()> {
             "size": config.len(),
         },
         "layers": layers.iter().map(|l| json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
             "digest": format!("sha256:{}", sha256(l)),
             "size": l.len(),
         })).collect::<Vec<_>>(),

@@ -9,12 +9,18 @@
 package main
 
 import (
+	"archive/tar"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 	lua "github.com/yuin/gopher-lua"
 	kind "sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 	"sigs.k8s.io/yaml"
@@ -71,12 +77,46 @@ func kindConfig(path string) error {
 	return nil
 }
 
-// image reads a docker-archive or OCI image archive (as `kind load image-archive` does),
-// verifies every layer against its digest, and prints what the image runs and as whom.
+// image reads the archive both ways importers do: as an OCI image layout (index.json, the
+// manifest and blobs by digest, as containerd imports it) and through Docker's manifest.json.
+// Each image is validated (every digest, size and diffID recomputed); then it prints what the
+// image runs and as whom.
 func image(path string) error {
+	dir, err := os.MkdirTemp("", "tessera-image-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := untar(path, dir); err != nil {
+		return err
+	}
+	index, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		return fmt.Errorf("%s as an OCI layout: %w", path, err)
+	}
+	manifest, err := index.IndexManifest()
+	if err != nil {
+		return err
+	}
+	if len(manifest.Manifests) != 1 {
+		return fmt.Errorf("%s: the OCI index has %d manifests, want 1", path, len(manifest.Manifests))
+	}
+	ociImage, err := index.Image(manifest.Manifests[0].Digest)
+	if err != nil {
+		return err
+	}
+	if err := validate.Image(ociImage); err != nil {
+		return fmt.Errorf("%s as an OCI layout: %w", path, err)
+	}
 	img, err := tarball.ImageFromPath(path, nil)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := validate.Image(img); err != nil {
+		return fmt.Errorf("%s through manifest.json: %w", path, err)
+	}
+	if err := sameConfig(ociImage, img); err != nil {
+		return err
 	}
 	config, err := img.ConfigFile()
 	if err != nil {
@@ -95,22 +135,6 @@ func image(path string) error {
 		if err != nil {
 			return err
 		}
-		// Reading the whole layer checks it against its digest.
-		reader, err := layer.Compressed()
-		if err != nil {
-			return err
-		}
-		buf := make([]byte, 1<<16)
-		for {
-			_, err := reader.Read(buf)
-			if err != nil {
-				if err.Error() == "EOF" {
-					break
-				}
-				return fmt.Errorf("layer %s: %w", digest, err)
-			}
-		}
-		reader.Close()
 		fmt.Printf("layer %s diffID %s\n", digest, diffID)
 	}
 	out, err := json.Marshal(map[string]any{
@@ -126,6 +150,63 @@ func image(path string) error {
 	}
 	fmt.Println(string(out))
 	return nil
+}
+
+// sameConfig fails when the two readings of the archive disagree on the image's config.
+func sameConfig(a, b v1.Image) error {
+	da, err := a.ConfigName()
+	if err != nil {
+		return err
+	}
+	db, err := b.ConfigName()
+	if err != nil {
+		return err
+	}
+	if da != db {
+		return fmt.Errorf("the OCI layout's config %s is not manifest.json's %s", da, db)
+	}
+	return nil
+}
+
+// untar extracts the regular files and directories of the tar at path into dir.
+func untar(path, dir string) error {
+	file, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	reader := tar.NewReader(file)
+	for {
+		header, err := reader.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dir, filepath.Clean("/"+header.Name))
+		switch header.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return err
+			}
+			out, err := os.Create(target)
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(out, reader); err != nil {
+				out.Close()
+				return err
+			}
+			if err := out.Close(); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // argocdHealth runs an Argo CD resource health script with `obj` set to the object in

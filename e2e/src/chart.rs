@@ -7,6 +7,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::harness::workspace_root;
+use crate::process::stdout_of;
 use crate::tools::Tools;
 
 /// The release name and namespace `manifests/install.yaml` is rendered for.
@@ -23,18 +24,9 @@ pub fn install_yaml() -> PathBuf {
 
 /// Runs helm with `args`; its stdout, or an error with its stderr.
 pub fn helm(tools: &Tools, args: &[&str]) -> Result<String> {
-    let output = Command::new(tools.path("helm")?)
-        .args(args)
-        .output()
-        .with_context(|| format!("running helm {}", args.join(" ")))?;
-    if !output.status.success() {
-        bail!(
-            "helm {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8(output.stdout)?)
+    let mut command = Command::new(tools.path("helm")?);
+    command.args(args);
+    stdout_of(command, &format!("helm {}", args.join(" ")))
 }
 
 /// `helm template` of the chart with `extra` arguments (such as `--set k=v`).
@@ -85,18 +77,9 @@ pub fn write_or_check(tools: &Tools, check: bool) -> Result<()> {
 /// Runs one of `tessera-checks`' checks (kind's config types, go-containerregistry, gopher-lua);
 /// its stdout, or an error with its stderr.
 pub fn check(tools: &Tools, args: &[&str]) -> Result<String> {
-    let output = Command::new(tools.path("tessera-checks")?)
-        .args(args)
-        .output()
-        .with_context(|| format!("running tessera-checks {}", args.join(" ")))?;
-    if !output.status.success() {
-        bail!(
-            "tessera-checks {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8(output.stdout)?)
+    let mut command = Command::new(tools.path("tessera-checks")?);
+    command.args(args);
+    stdout_of(command, &format!("tessera-checks {}", args.join(" ")))
 }
 
 /// An image archive as go-containerregistry reads it: every layer verified against its digest,

@@ -54,19 +54,9 @@ impl State {
 
     /// Runs kubectl as admin and returns its stdout, failing with its stderr.
     pub fn kubectl_output(&self, args: &[&str]) -> Result<String> {
-        let output = self
-            .kubectl()
-            .args(args)
-            .output()
-            .with_context(|| format!("run kubectl {}", args.join(" ")))?;
-        if !output.status.success() {
-            bail!(
-                "kubectl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        let mut command = self.kubectl();
+        command.args(args);
+        crate::process::stdout_of(command, &format!("kubectl {}", args.join(" ")))
     }
 }
 

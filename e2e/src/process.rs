@@ -70,6 +70,20 @@ impl Managed {
 }
 
 /// Stops a process started by `spawn` and forgets its pid, which the system may hand out again.
+/// Runs `command` to its end: its stdout, or an error naming `what` with its stderr.
+pub fn stdout_of(mut command: Command, what: &str) -> Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 pub fn stop_managed(process: &Managed, grace: Duration) {
     stop(process.pid, grace);
     let _ = fs::remove_file(&process.pid_file);

@@ -68,6 +68,9 @@ impl Context {
             settings.connections_per_cluster,
             // Placement is read again at most once a resync (and at least every minute).
             settings.resync_interval.min(Duration::from_secs(60)),
+            // Shorter than the earliest resync (90% of the interval after the last reconcile),
+            // so that every resync reads the catalog.
+            (settings.resync_interval / 2).min(Duration::from_secs(60)),
         );
         Self {
             caches,

@@ -18,13 +18,15 @@ use tokio::sync::Mutex;
 /// How long a published Event can still grow into a series.
 const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
-    uid: String,
-    warning: bool,
-    reason: String,
-    action: String,
-    note: String,
+/// What makes two Events one series (the object's uid, type, reason, action and note), as a
+/// digest: a thousand new services' notes would otherwise be kept whole for the window.
+type Key = u64;
+
+fn series_key(uid: &str, warning: bool, reason: &str, action: &str, note: &str) -> Key {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (uid, warning, reason, action, note).hash(&mut hasher);
+    hasher.finish()
 }
 
 struct Published {
@@ -61,13 +63,13 @@ impl Publisher {
     ) -> Result<(), kube::Error> {
         let now = Timestamp::now();
         let namespace = regarding.namespace.clone().unwrap_or_default();
-        let key = Key {
-            uid: regarding.uid.clone().unwrap_or_default(),
+        let key = series_key(
+            regarding.uid.as_deref().unwrap_or_default(),
             warning,
-            reason: reason.to_string(),
-            action: action.to_string(),
-            note: note.clone(),
-        };
+            reason,
+            action,
+            &note,
+        );
         let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         // The map is locked only to decide, never across a request: every reconcile publishes,
         // and one slow answer must not hold up all the others.

@@ -3,6 +3,7 @@
 
 pub mod caches;
 pub mod cituscluster;
+pub mod compact;
 pub mod conditions;
 pub mod context;
 pub mod crd;

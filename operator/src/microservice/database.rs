@@ -4,6 +4,7 @@ use crate::sql::apply::{apply, ApplyError};
 use crate::sql::catalog::{self, Catalog, CatalogError};
 use crate::sql::pool::Pooled;
 use crate::sql::scram::{self, Checks};
+use crate::sql::verified::Verified;
 use crate::sql::{
     plan_cleanup, plan_provision, Cleanup, CleanupPlan, Conflict, ConnectError, ConnectionConfig,
     Coordinators, Desired, Owner, PasswordCheck, Step,
@@ -69,14 +70,21 @@ pub struct Provisioned {
 
 /// Brings the role and schema to `desired`, within the session's deadline, on a session of the
 /// coordinator's pool. `placement_token` changes when shards moved (a rebalance finished), so
-/// that placement is read again.
+/// that placement is read again. `revision` identifies the resource as its owner last changed
+/// it: a result verified a moment ago is reused only for the same revision (see `verified`), so
+/// that touching the resource always makes the catalog be read.
 pub async fn provision(
     db: &Coordinators,
     config: &ConnectionConfig,
     desired: &Desired,
     placement_token: &str,
+    revision: u64,
 ) -> Result<Provisioned, DatabaseError> {
-    within_deadline(config, provision_now(db, config, desired, placement_token)).await
+    within_deadline(
+        config,
+        provision_now(db, config, desired, placement_token, revision),
+    )
+    .await
 }
 
 /// `work`, abandoned (its session closed, nothing committed) when the session's deadline passes.
@@ -95,7 +103,17 @@ async fn provision_now(
     config: &ConnectionConfig,
     desired: &Desired,
     placement_token: &str,
+    revision: u64,
 ) -> Result<Provisioned, DatabaseError> {
+    let verified = Verified::key(&config.endpoint(), desired, placement_token, revision);
+    if let Some(catalog) = db.verified.get(verified) {
+        return Ok(Provisioned {
+            applied: Vec::new(),
+            catalog,
+        });
+    }
+    // Forgotten first: a run that fails or times out leaves nothing to reuse.
+    db.verified.forget(verified);
     let session = db.pools.get(config).await?;
     let before = read(&session, desired).await?;
     let password = check_password(&db.passwords, &before, desired).await;
@@ -116,6 +134,7 @@ async fn provision_now(
             .map(|placements| placements.get(&colocation).cloned().unwrap_or_default());
     }
     session.release();
+    db.verified.remember(verified, &catalog);
     Ok(Provisioned {
         applied: steps,
         catalog,

@@ -1,5 +1,6 @@
 //! The Kubernetes objects a Microservice owns, as they are: taken from the watch cache, or read
-//! once when the cache does not have them (an object Tessera did not label is not cached).
+//! once when the cache does not have them (an object Tessera did not label is not cached). The
+//! caches keep objects compact; the one a reconcile looks at is parsed whole.
 //! An object of the same name that another owner controls, or nobody, is someone else's: it is
 //! never applied over, read from, or made this Microservice's (so garbage collection can never
 //! delete it later).
@@ -11,6 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 
+use crate::compact::Compact;
 use crate::ssa::{check_owner, ApplyError};
 
 /// An object as the Microservice finds it.
@@ -37,7 +39,7 @@ impl<K> Found<K> {
 
 /// The object `name` in `namespace`, and whether it is controlled by `owner_uid`.
 pub async fn find<K>(
-    store: &Store<K>,
+    store: &Store<Compact<K>>,
     api: &Api<K>,
     namespace: &str,
     name: &str,
@@ -47,7 +49,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + 'static,
 {
     let object = match store.get(&ObjectRef::new(name).within(namespace)) {
-        Some(cached) => Some((*cached).clone()),
+        Some(cached) => Some(cached.parse().map_err(kube::Error::SerdeError)?),
         None => api.get_opt(name).await?,
     };
     Ok(match object {

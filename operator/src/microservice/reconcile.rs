@@ -32,6 +32,7 @@ use super::password::{self, RandomError};
 use super::status::{self, DatabaseOutcome, ObjectProblem};
 use super::validate::{validate, Effective, ValidationError};
 use crate::cituscluster::connection::{resolve, ClusterError};
+use crate::compact::Compact;
 use crate::conditions::{self, Observed, READY};
 use crate::context::Context;
 use crate::crd::microservice::{Microservice, MicroserviceStatus};
@@ -104,9 +105,9 @@ impl Error {
 /// What the reconciler reads from watch caches: the objects Tessera labelled as its own.
 pub struct ServiceContext {
     pub ctx: Arc<Context>,
-    secrets: Store<Secret>,
-    deployments: Store<Deployment>,
-    services: Store<Service>,
+    secrets: Store<Compact<Secret>>,
+    deployments: Store<Compact<Deployment>>,
+    services: Store<Compact<Service>>,
 }
 
 fn api<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
@@ -126,22 +127,26 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let (secrets, secret_writer) = reflector::store();
     let secret_events = reflector::reflector(
         secret_writer,
-        watcher(api::<Secret>(&client, &namespace), owned.clone()).modify(without_managed_fields),
+        watcher(api::<Compact<Secret>>(&client, &namespace), owned.clone())
+            .modify(without_managed_fields),
     )
     .default_backoff()
     .touched_objects();
     let (deployments, deployment_writer) = reflector::store();
     let deployment_events = reflector::reflector(
         deployment_writer,
-        watcher(api::<Deployment>(&client, &namespace), owned.clone())
-            .modify(without_managed_fields),
+        watcher(
+            api::<Compact<Deployment>>(&client, &namespace),
+            owned.clone(),
+        )
+        .modify(without_managed_fields),
     )
     .default_backoff()
     .touched_objects();
     let (services, service_writer) = reflector::store();
     let service_events = reflector::reflector(
         service_writer,
-        watcher(api::<Service>(&client, &namespace), owned).modify(without_managed_fields),
+        watcher(api::<Compact<Service>>(&client, &namespace), owned).modify(without_managed_fields),
     )
     .default_backoff()
     .touched_objects();
@@ -370,6 +375,7 @@ impl DatabaseFailure {
 /// new one when there is no Secret yet).
 async fn provision(
     ctx: &Context,
+    ms: &Microservice,
     effective: &Effective,
     password: Option<String>,
 ) -> Result<(Provisioned, ConnectionConfig, String), DatabaseFailure> {
@@ -404,10 +410,15 @@ async fn provision(
         password: password.clone(),
         password_is_new,
     };
-    let provisioned =
-        database::provision(&ctx.db, &connection, &desired, &placement_token(&cluster))
-            .await
-            .map_err(DatabaseFailure::database)?;
+    let provisioned = database::provision(
+        &ctx.db,
+        &connection,
+        &desired,
+        &placement_token(&cluster),
+        changed_by_others(ms).unwrap_or_default(),
+    )
+    .await
+    .map_err(DatabaseFailure::database)?;
     Ok((provisioned, connection, password))
 }
 
@@ -463,7 +474,7 @@ async fn apply(ms: Arc<Microservice>, sc: Arc<ServiceContext>) -> Result<Action,
             error: Error::Conflict(problems[0].message.clone()),
         })
     } else {
-        provision(ctx, &effective, existing_password).await
+        provision(ctx, &ms, &effective, existing_password).await
     };
     if let Ok((provisioned, _, _)) = &database {
         if let Some((reason, note)) = summarize_steps(&provisioned.applied, "DatabaseProvisioned") {
@@ -720,10 +731,10 @@ pub(super) fn describe_step(step: &Step) -> Option<(&'static str, String)> {
 fn existing_rollout(sc: &ServiceContext, ms: &Microservice) -> status::Rollout {
     let cached = sc
         .deployments
-        .get(&ObjectRef::new(&ms.name_any()).within(&ms.namespace().unwrap_or_default()));
-    let ours =
-        cached.filter(|d| crate::ssa::check_owner(&**d, &ms.uid().unwrap_or_default()).is_ok());
-    status::rollout(ours.as_deref(), ms.spec.replicas)
+        .get(&ObjectRef::new(&ms.name_any()).within(&ms.namespace().unwrap_or_default()))
+        .and_then(|d| d.parse().ok());
+    let ours = cached.filter(|d| crate::ssa::check_owner(d, &ms.uid().unwrap_or_default()).is_ok());
+    status::rollout(ours.as_ref(), ms.spec.replicas)
 }
 
 /// Writes the status and Events for a database side that did not get ready, and returns the

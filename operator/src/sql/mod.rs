@@ -23,6 +23,7 @@ pub mod pool;
 pub mod quote;
 pub mod scram;
 pub mod tls;
+pub mod verified;
 
 /// Statements the operator sent to coordinators and nodes (each query or command, BEGIN and
 /// COMMIT included), for `tessera_database_statements_total`.

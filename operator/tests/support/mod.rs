@@ -147,7 +147,7 @@ pub async fn provision(
     config: &ConnectionConfig,
     desired: &Desired,
 ) -> Result<Provisioned, DatabaseError> {
-    database::provision(&Coordinators::default(), config, desired, "").await
+    database::provision(&Coordinators::default(), config, desired, "", 0).await
 }
 
 /// Cleanup as a freshly started operator does it.

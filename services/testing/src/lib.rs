@@ -45,9 +45,15 @@ pub async fn provision_role(pg: &TempPostgres, name: &str) -> (String, String) {
         password: password.clone(),
         password_is_new: true,
     };
-    provision(&tessera::sql::Coordinators::default(), &admin, &desired, "")
-        .await
-        .expect("provision the role and schema");
+    provision(
+        &tessera::sql::Coordinators::default(),
+        &admin,
+        &desired,
+        "",
+        0,
+    )
+    .await
+    .expect("provision the role and schema");
     (role, password)
 }
 

@@ -10,7 +10,8 @@ use std::marker::PhantomData;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 /// An object of kind `K`, kept small.
@@ -27,27 +28,21 @@ where
 {
     /// The whole object.
     pub fn parse(&self) -> Result<K, serde_json::Error> {
-        let mut text = String::with_capacity(
-            256 + self
-                .fields
-                .iter()
-                .map(|(k, v)| k.len() + v.get().len() + 4)
-                .sum::<usize>(),
-        );
-        text.push_str("{\"metadata\":");
-        text.push_str(&serde_json::to_string(&self.metadata)?);
+        serde_json::from_str(&serde_json::to_string(self)?)
+    }
+}
+
+/// The object as the API server sent it (less what the cache dropped).
+impl<K: Resource<DynamicType = ()>> Serialize for Compact<K> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.fields.len() + 3))?;
+        map.serialize_entry("apiVersion", &K::api_version(&()))?;
+        map.serialize_entry("kind", &K::kind(&()))?;
+        map.serialize_entry("metadata", &self.metadata)?;
         for (key, value) in self.fields.iter() {
-            text.push(',');
-            text.push_str(&serde_json::to_string(&**key)?);
-            text.push(':');
-            text.push_str(value.get());
+            map.serialize_entry(key, value)?;
         }
-        text.push_str(",\"apiVersion\":");
-        text.push_str(&serde_json::to_string(&K::api_version(&()))?);
-        text.push_str(",\"kind\":");
-        text.push_str(&serde_json::to_string(&K::kind(&()))?);
-        text.push('}');
-        serde_json::from_str(&text)
+        map.end()
     }
 }
 

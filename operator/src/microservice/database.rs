@@ -112,8 +112,6 @@ async fn provision_now(
             catalog,
         });
     }
-    // Forgotten first: a run that fails or times out leaves nothing to reuse.
-    db.verified.forget(verified);
     let session = db.pools.get(config).await?;
     let before = read(&session, desired).await?;
     let password = check_password(&db.passwords, &before, desired).await;

@@ -10,14 +10,12 @@ use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use super::{Catalog, Desired};
 
 /// Entries beyond this many are pruned of stale ones on the next insert.
 const PRUNE_ABOVE: usize = 256;
 
-#[derive(Default)]
+/// Only a run that finished is remembered, so a failed or timed-out one leaves nothing to reuse.
 pub struct Verified {
     window: Duration,
     entries: Mutex<HashMap<u64, (Instant, Catalog)>>,
@@ -33,8 +31,8 @@ impl Verified {
     }
 
     /// What a result was verified against: the coordinator, everything wanted of the role and
-    /// schema (the password by digest; whether it was just generated does not change what the
-    /// database must hold), the placement token, and the revision of the resource.
+    /// schema (the password only inside this digest; whether it was just generated does not
+    /// change what the database must hold), the placement token, and the revision of the resource.
     pub fn key(endpoint: &str, desired: &Desired, placement_token: &str, revision: u64) -> u64 {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         endpoint.hash(&mut hasher);
@@ -45,7 +43,7 @@ impl Verified {
         desired.schema.hash(&mut hasher);
         desired.connection_limit.hash(&mut hasher);
         desired.distribute.hash(&mut hasher);
-        Sha256::digest(desired.password.as_bytes()).hash(&mut hasher);
+        desired.password.hash(&mut hasher);
         placement_token.hash(&mut hasher);
         revision.hash(&mut hasher);
         hasher.finish()
@@ -72,13 +70,6 @@ impl Verified {
             entries.retain(|_, (at, _)| at.elapsed() < self.window);
         }
         entries.insert(key, (Instant::now(), catalog.clone()));
-    }
-
-    pub fn forget(&self, key: u64) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
     }
 }
 
@@ -121,8 +112,6 @@ mod tests {
         ] {
             assert!(verified.get(other).is_none());
         }
-        verified.forget(key);
-        assert!(verified.get(key).is_none());
     }
 
     #[test]

@@ -93,6 +93,28 @@ async fn creates_role_and_schema_then_does_nothing_more() {
 }
 
 #[tokio::test]
+async fn services_that_meet_a_new_database_together_all_succeed_at_once() {
+    let pg = start_postgres();
+    let config = admin_config(&pg);
+    // One operator: its sessions are shared, so the first transactions of all of them run at
+    // the same moment and each finds no claims table yet.
+    let db = sql::Coordinators::default();
+    let wanted: Vec<_> = (0..8)
+        .map(|i| desired(&format!("svc-{i}"), &format!("uid-{i}")))
+        .collect();
+    let results = futures::future::join_all(
+        wanted
+            .iter()
+            .map(|want| tessera::microservice::database::provision(&db, &config, want, "", 0)),
+    )
+    .await;
+    for (want, result) in wanted.iter().zip(results) {
+        let done = result.unwrap_or_else(|e| panic!("{}: {e}", want.role));
+        assert!(done.catalog.role.is_some() && done.catalog.schema.is_some());
+    }
+}
+
+#[tokio::test]
 async fn updates_only_what_changed() {
     let pg = start_postgres();
     let config = admin_config(&pg);

@@ -1,7 +1,7 @@
 //! The database side of a Microservice: connect, read the catalog once, plan, apply.
 
 use crate::sql::apply::{apply, ApplyError};
-use crate::sql::catalog::{self, Catalog, CatalogError};
+use crate::sql::catalog::{self, Catalog, CatalogError, Purpose};
 use crate::sql::pool::Pooled;
 use crate::sql::scram::{self, Checks};
 use crate::sql::verified::Verified;
@@ -140,12 +140,15 @@ async fn provision_now(
 }
 
 async fn read(session: &Pooled, desired: &Desired) -> Result<Catalog, CatalogError> {
+    let purpose = Purpose::Provision {
+        distribute: desired.distribute,
+    };
     catalog::read_with(
         session,
         session.facts(),
         &desired.role,
         &desired.schema,
-        false,
+        purpose,
     )
     .await
 }
@@ -196,7 +199,9 @@ async fn cleanup_now(
         session.facts(),
         role,
         schema,
-        policy == Cleanup::Drop,
+        Purpose::Cleanup {
+            drop: policy == Cleanup::Drop,
+        },
     )
     .await?;
     let plan = plan_cleanup(&catalog, owner, role, schema, policy);

@@ -31,9 +31,13 @@ impl Statement {
     }
 }
 
-/// The claims table: readable and writable by the operator's superuser alone.
+/// The claims table: readable and writable by the operator's superuser alone. Reconciles that
+/// meet a new coordinator together all come here: a lock held to the end of the transaction
+/// lets one create the table while the others wait and then find it (`IF NOT EXISTS` alone
+/// races on the catalog's unique indexes).
 fn claims_table() -> Vec<Statement> {
     [
+        format!("SELECT pg_advisory_xact_lock({CLAIMS_TABLE_LOCK})"),
         format!("CREATE SCHEMA IF NOT EXISTS {}", ident(CLAIMS_SCHEMA)),
         format!("REVOKE ALL ON SCHEMA {} FROM PUBLIC", ident(CLAIMS_SCHEMA)),
         format!(
@@ -88,6 +92,10 @@ fn forget(kind: ObjectKind, name: &str) -> Statement {
         &[kind.as_str(), name],
     )
 }
+
+/// The advisory lock key taken while the claims table is made (any fixed number would do; this
+/// one spells "tessera" in ASCII, so that it can be told apart in `pg_locks`).
+const CLAIMS_TABLE_LOCK: i64 = 0x0074_6573_7365_7261;
 
 const ROLE_ATTRIBUTES: &str =
     "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT";

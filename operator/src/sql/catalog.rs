@@ -60,7 +60,8 @@ pub struct Catalog {
     /// The claims table exists.
     pub claims_table: bool,
     /// What in a schema that is not distributed yet keeps Citus from distributing it (foreign
-    /// tables, inheritance, partitions or foreign keys across schemas, distributed tables).
+    /// tables, inheritance, partitions or foreign keys across schemas, distributed tables). Read
+    /// only when distribution is wanted and the schema exists undistributed.
     pub distribution_blockers: Vec<String>,
     /// Read for a Drop only: what dropping the schema and the role would take with them outside
     /// the schema (objects elsewhere that depend on it, objects the role owns elsewhere), and
@@ -109,60 +110,60 @@ SELECT coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), fa
        to_regclass('tessera_operator.claims') IS NOT NULL";
 
 /// The role ($1) and schema ($2) as the catalog has them, with what the facts allow, in one
-/// statement (one snapshot, one round trip). $3: also what a Drop must not take with it.
-fn catalog_statement(facts: ServerFacts) -> String {
+/// statement (one snapshot, one round trip); with `drop_checks` also what a Drop must not take
+/// with it. The statement is parsed and planned at every call, so it names only what it needs:
+/// comments come straight from the description catalogs (`obj_description` is a SQL function
+/// planned anew each call), the drop checks only when asked for, each claim row once; what
+/// blocks distribution has a statement of its own (planning it took two thirds of the time, for
+/// an answer rarely needed). It reads `pg_authid`, as only a superuser may: the caller stops
+/// before it for anyone else.
+fn catalog_statement(facts: ServerFacts, drop_checks: bool) -> String {
     let or_null =
         |present: bool, sql: String, null: &str| if present { sql } else { null.to_string() };
-    let password = or_null(
-        facts.superuser,
-        "(SELECT rolpassword FROM pg_authid WHERE rolname = $1)".into(),
-        "NULL::text",
-    );
     let authinfo = or_null(
         facts.citus,
         "(SELECT authinfo FROM pg_dist_authinfo WHERE nodeid = 0 AND rolename = $1)".into(),
         "NULL::text",
     );
-    let colocation = or_null(
-        facts.dist_schema,
-        "(SELECT colocationid::bigint FROM pg_dist_schema WHERE schemaid = (SELECT oid FROM ts))"
-            .into(),
-        "NULL::bigint",
-    );
-    let blockers = or_null(
-        facts.dist_schema,
-        format!(
-            "CASE WHEN EXISTS (SELECT 1 FROM ts) AND NOT EXISTS (SELECT 1 FROM pg_dist_schema \
-               WHERE schemaid = (SELECT oid FROM ts)) THEN ARRAY({DISTRIBUTION_BLOCKERS}) END"
-        ),
-        "NULL::text[]",
-    );
+    // The schema's colocation group, none when it is not distributed.
     let distributed = or_null(
         facts.dist_schema,
-        "EXISTS (SELECT 1 FROM pg_dist_schema WHERE schemaid = (SELECT oid FROM ts))".into(),
-        "false",
+        "SELECT colocationid::bigint AS colocation_id FROM pg_dist_schema \
+          WHERE schemaid = (SELECT oid FROM ts)"
+            .into(),
+        "SELECT NULL::bigint AS colocation_id WHERE false",
     );
-    let claim = |kind: &str, name: &str, column: &str| {
-        or_null(
-            facts.claims_table,
-            format!(
-                "(SELECT {column} FROM {CLAIMS_TABLE} WHERE kind = '{kind}' AND name = {name})"
-            ),
-            "NULL::text",
-        )
+    let drop_blockers = if drop_checks {
+        format!("ARRAY({DROP_BLOCKERS})")
+    } else {
+        "NULL::text[]".to_string()
     };
+    let claims = or_null(
+        facts.claims_table,
+        format!(
+            "SELECT kind, state, uid, resource FROM {CLAIMS_TABLE} \
+              WHERE (kind = 'role' AND name = $1) OR (kind = 'schema' AND name = $2)"
+        ),
+        "SELECT NULL::text AS kind, NULL::text AS state, NULL::text AS uid, \
+                NULL::text AS resource WHERE false",
+    );
     format!(
         "WITH ts AS (SELECT n.oid, pg_get_userbyid(n.nspowner)::text AS owner,
-                  obj_description(n.oid, 'pg_namespace') AS comment
+                  (SELECT description FROM pg_description
+                    WHERE objoid = n.oid AND classoid = 'pg_namespace'::regclass
+                      AND objsubid = 0) AS comment
              FROM pg_namespace n WHERE n.nspname = $2),
-     tr AS (SELECT r.oid, r.rolcanlogin, r.rolsuper, r.rolconnlimit,
-                  shobj_description(r.oid, 'pg_authid') AS comment,
+     tr AS (SELECT a.oid, a.rolcanlogin, a.rolsuper, a.rolconnlimit, a.rolpassword,
+                  (SELECT description FROM pg_shdescription
+                    WHERE objoid = a.oid AND classoid = 'pg_authid'::regclass) AS comment,
                   ARRAY(SELECT unnest(d.setconfig) FROM pg_db_role_setting d
-                         WHERE d.setrole = r.oid
+                         WHERE d.setrole = a.oid
                            AND d.setdatabase IN (0, (SELECT oid FROM pg_database
                                                       WHERE datname = current_database())))
                     AS settings
-             FROM pg_roles r WHERE r.rolname = $1)
+             FROM pg_authid a WHERE a.rolname = $1),
+     td AS ({distributed}),
+     tc AS ({claims})
 SELECT current_setting('server_version') AS server_version,
        current_setting('standard_conforming_strings') = 'on' AS standard_strings,
        coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false) AS superuser,
@@ -176,33 +177,36 @@ SELECT current_setting('server_version') AS server_version,
        (SELECT rolconnlimit FROM tr) AS connection_limit,
        (SELECT comment FROM tr) AS role_comment,
        (SELECT settings FROM tr) AS role_settings,
-       {password} AS password_verifier,
+       (SELECT rolpassword FROM tr) AS password_verifier,
        {authinfo} AS role_authinfo,
        EXISTS (SELECT 1 FROM ts) AS schema_exists,
        (SELECT owner FROM ts) AS schema_owner,
        (SELECT comment FROM ts) AS schema_comment,
-       {colocation} AS colocation_id,
-       {blockers} AS distribution_blockers,
-       CASE WHEN EXISTS (SELECT 1 FROM ts) AND NOT {distributed} THEN
+       (SELECT colocation_id FROM td) AS colocation_id,
+       CASE WHEN EXISTS (SELECT 1 FROM ts) AND NOT EXISTS (SELECT 1 FROM td) THEN
          (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
            WHERE c.relnamespace = (SELECT oid FROM ts) AND c.relkind IN ('r', 'm', 'p')) END
          AS local_size,
-       CASE WHEN $3 THEN ARRAY({DROP_BLOCKERS}) END AS drop_blockers,
-       {role_state} AS role_claim_state, {role_uid} AS role_claim_uid,
-       {role_resource} AS role_claim_resource,
-       {schema_state} AS schema_claim_state, {schema_uid} AS schema_claim_uid,
-       {schema_resource} AS schema_claim_resource",
-        role_state = claim("role", "$1", "state"),
-        role_uid = claim("role", "$1", "uid"),
-        role_resource = claim("role", "$1", "resource"),
-        schema_state = claim("schema", "$2", "state"),
-        schema_uid = claim("schema", "$2", "uid"),
-        schema_resource = claim("schema", "$2", "resource"),
+       {drop_blockers} AS drop_blockers,
+       (SELECT state FROM tc WHERE kind = 'role') AS role_claim_state,
+       (SELECT uid FROM tc WHERE kind = 'role') AS role_claim_uid,
+       (SELECT resource FROM tc WHERE kind = 'role') AS role_claim_resource,
+       (SELECT state FROM tc WHERE kind = 'schema') AS schema_claim_state,
+       (SELECT uid FROM tc WHERE kind = 'schema') AS schema_claim_uid,
+       (SELECT resource FROM tc WHERE kind = 'schema') AS schema_claim_resource"
+    )
+}
+
+/// What keeps Citus from distributing the existing schema $1 (see `DISTRIBUTION_BLOCKERS`).
+fn blockers_statement() -> String {
+    format!(
+        "WITH ts AS (SELECT oid FROM pg_namespace WHERE nspname = $1) \
+         SELECT ARRAY({DISTRIBUTION_BLOCKERS})"
     )
 }
 
 /// The preconditions of `citus_schema_distribute` (Citus 13's schema_based_sharding.c), as
-/// objects that break them, for the schema `s`. Reference tables may be referenced from a
+/// objects that break them, for the schema `ts`. Reference tables may be referenced from a
 /// distributed schema.
 const DISTRIBUTION_BLOCKERS: &str = "
 SELECT format('foreign table %s', c.oid::regclass)
@@ -286,21 +290,63 @@ SELECT o.type || ' ' || o.identity || ' is owned by the role'
    AND s.deptype = 'o' AND s.dbid = 0
  ORDER BY 1";
 
-/// Reads the state of `role` and `schema` (learning the server's facts first: two round trips).
-pub async fn read(client: &Client, role: &str, schema: &str) -> Result<Catalog, CatalogError> {
-    read_with(client, &FactsCell::default(), role, schema, false).await
+/// What a read is for, beyond the role and schema themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Provisioning; with `distribute`, what keeps Citus from distributing the schema matters.
+    Provision { distribute: bool },
+    /// Cleanup; with `drop`, what a Drop must not take with it matters.
+    Cleanup { drop: bool },
 }
 
-/// Reads the state of `role` and `schema`, and with `drop_checks` also what a Drop must not take
-/// with it, in one statement shaped by the server's facts in `facts` (read first when unknown,
-/// and again when the answer shows they changed).
+/// Reads the state of `role` and `schema` for provisioning a distributed schema (learning the
+/// server's facts first: two round trips).
+pub async fn read(client: &Client, role: &str, schema: &str) -> Result<Catalog, CatalogError> {
+    let purpose = Purpose::Provision { distribute: true };
+    read_with(client, &FactsCell::default(), role, schema, purpose).await
+}
+
+/// Reads the state of `role` and `schema`, and what `purpose` needs besides, in one statement
+/// shaped by the server's facts in `facts` (read first when unknown, and again when the answer
+/// shows they changed). A schema that is to be distributed but is not yet takes a second
+/// statement: what blocks its distribution.
 pub async fn read_with(
     client: &Client,
     facts: &FactsCell,
     role: &str,
     schema: &str,
-    drop_checks: bool,
+    purpose: Purpose,
 ) -> Result<Catalog, CatalogError> {
+    let mut catalog = read_role_and_schema(client, facts, role, schema, purpose).await?;
+    let undistributed = catalog
+        .schema
+        .as_ref()
+        .is_some_and(|s| s.colocation_id.is_none());
+    if purpose == (Purpose::Provision { distribute: true })
+        && catalog.schema_sharding
+        && undistributed
+    {
+        super::sent(1);
+        let row = client
+            .query_typed(&blockers_statement(), &[(&schema, Type::TEXT)])
+            .await?;
+        catalog.distribution_blockers = row
+            .first()
+            .ok_or(CatalogError::NoRow)?
+            .get::<_, Option<Vec<String>>>(0)
+            .unwrap_or_default();
+    }
+    Ok(catalog)
+}
+
+async fn read_role_and_schema(
+    client: &Client,
+    facts: &FactsCell,
+    role: &str,
+    schema: &str,
+    purpose: Purpose,
+) -> Result<Catalog, CatalogError> {
+    let drop_checks = purpose == Purpose::Cleanup { drop: true };
     for _ in 0..3 {
         let known = *facts.lock().unwrap_or_else(|e| e.into_inner());
         let current = match known {
@@ -327,19 +373,18 @@ pub async fn read_with(
         super::sent(1);
         let answer = client
             .query_typed(
-                &catalog_statement(current),
-                &[
-                    (&role, Type::TEXT),
-                    (&schema, Type::TEXT),
-                    (&drop_checks, Type::BOOL),
-                ],
+                &catalog_statement(current, drop_checks),
+                &[(&role, Type::TEXT), (&schema, Type::TEXT)],
             )
             .await;
         let rows = match answer {
             Ok(rows) => rows,
             // A table the statement names went away (Citus dropped, say): learn the facts anew.
+            // Or the operator's user stopped being a superuser since the facts were read.
             Err(error)
-                if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+                if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+                    || error.code()
+                        == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
             {
                 *facts.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 continue;
@@ -434,11 +479,54 @@ fn catalog_from(row: &tokio_postgres::Row) -> Result<Catalog, CatalogError> {
         schema: schema_state,
         placement,
         claims_table,
-        distribution_blockers: row
-            .get::<_, Option<Vec<String>>>("distribution_blockers")
-            .unwrap_or_default(),
+        distribution_blockers: Vec::new(),
         drop_blockers: row
             .get::<_, Option<Vec<String>>>("drop_blockers")
             .unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVERYTHING: ServerFacts = ServerFacts {
+        superuser: true,
+        citus: true,
+        dist_schema: true,
+        claims_table: true,
+    };
+
+    #[test]
+    fn the_statement_names_only_what_the_read_needs() {
+        let provisioning = catalog_statement(EVERYTHING, false);
+        assert!(!provisioning.contains("pg_depend"), "no drop checks");
+        assert!(!provisioning.contains("obj_description"));
+        assert!(provisioning.contains("pg_dist_schema"));
+        assert!(
+            !provisioning.contains("pg_inherits"),
+            "blockers come on their own"
+        );
+        let claims_read = format!("FROM {CLAIMS_TABLE}");
+        assert_eq!(
+            provisioning.matches(&claims_read).count(),
+            1,
+            "one claims read"
+        );
+        assert!(catalog_statement(EVERYTHING, true).contains("pg_depend"));
+
+        // Plain PostgreSQL before the claims table: none of the Citus or claims tables named.
+        let plain = catalog_statement(
+            ServerFacts {
+                superuser: true,
+                citus: false,
+                dist_schema: false,
+                claims_table: false,
+            },
+            false,
+        );
+        for absent in ["FROM pg_dist_", &claims_read] {
+            assert!(!plain.contains(absent), "{absent}");
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! All of Tessera's SQL.
 //!
-//! A reconcile reads the catalog once (`catalog::read_with`, one statement), computes a plan
-//! from it without touching the database (`plan`), and applies the plan's steps (`apply`), on a
+//! A reconcile reads the catalog once (`catalog::read_with`: one statement, and a second only
+//! for a schema that is to be distributed but is not yet), computes a plan from it without
+//! touching the database (`plan`), and applies the plan's steps (`apply`), on a
 //! session from the coordinator's pool (`pool`). Placement comes from one cluster-wide read
 //! shared by every Microservice of a coordinator (`placement`).
 //! Identifiers are always quoted; values are bind parameters wherever PostgreSQL accepts them,

@@ -5,7 +5,7 @@ use super::membership::password_authinfo;
 use super::ownership::{Claim, Owner};
 
 /// The database side a Microservice asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Desired {
     pub owner: Owner,
     pub role: String,
@@ -23,10 +23,34 @@ pub struct Desired {
 /// What the caller learned about the password before planning (hashing costs CPU, so the plan
 /// does none): whether the role's stored verifier is the Secret's password, and the verifier to
 /// set when the role is created or its password set again (empty when neither happens).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct PasswordCheck {
     pub current: bool,
     pub verifier: String,
+}
+
+// Written out so that neither the password nor its verifier can reach a log line.
+impl std::fmt::Debug for Desired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Desired")
+            .field("owner", &self.owner)
+            .field("role", &self.role)
+            .field("schema", &self.schema)
+            .field("connection_limit", &self.connection_limit)
+            .field("distribute", &self.distribute)
+            .field("password", &"<redacted>")
+            .field("password_is_new", &self.password_is_new)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PasswordCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordCheck")
+            .field("current", &self.current)
+            .field("verifier", &"<redacted>")
+            .finish()
+    }
 }
 
 impl PasswordCheck {
@@ -464,6 +488,20 @@ mod tests {
             current: true,
             verifier: String::new(),
         }
+    }
+
+    #[test]
+    fn debug_output_holds_no_password_or_verifier() {
+        let mut wanted = desired();
+        wanted.password = "s3cret-Password".into();
+        let check = PasswordCheck {
+            current: false,
+            verifier: "SCRAM-SHA-256$4096:c2FsdA==$stored:server".into(),
+        };
+        let printed = format!("{wanted:?} {check:?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(!printed.contains("SCRAM"), "{printed}");
+        assert!(printed.contains("orders"), "the rest is shown: {printed}");
     }
 
     /// A Citus catalog where role and schema exist, are Tessera's, and the schema is local.

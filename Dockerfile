@@ -7,9 +7,9 @@ RUN rustup target add x86_64-unknown-linux-musl \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl -p tessera-operator --bin operator
+RUN cargo build --profile dist --locked --target x86_64-unknown-linux-musl -p tessera-operator --bin operator
 
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /src/target/x86_64-unknown-linux-musl/release/operator /usr/local/bin/tessera-operator
+COPY --from=build /src/target/x86_64-unknown-linux-musl/dist/operator /usr/local/bin/tessera-operator
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/tessera-operator"]

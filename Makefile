@@ -38,8 +38,8 @@ IMAGE_ARCHIVE ?= target/image/tessera-operator-$(VERSION).tar
 ## The operator image as an archive, without a container engine (`kind load image-archive`,
 ## `docker load`), checked with go-containerregistry.
 image:
-	$(CARGO) build -q --release -p tessera-operator --bin operator
-	$(CARGO) run -q -p tessera-e2e --bin image-archive -- target/release/operator $(IMAGE_ARCHIVE) $(IMAGE)
+	$(CARGO) build -q --profile dist -p tessera-operator --bin operator
+	$(CARGO) run -q -p tessera-e2e --bin image-archive -- target/dist/operator $(IMAGE_ARCHIVE) $(IMAGE)
 	$(CARGO) run -q -p tessera-e2e -- check-image $(IMAGE_ARCHIVE)
 
 build:
@@ -62,7 +62,7 @@ bench:
 	$(CARGO) run -q --release -p tessera-bench --bin user-service-bench -- $(BENCH_ARGS)
 
 SERVICES ?= 100,1000
-## The operator at scale: a real control plane and database, the release-built operator, N
+## The operator at scale: a real control plane and database, the operator as it ships, N
 ## Microservices at once; figures for provisioning, the steady state and a restart.
 bench-operator:
 	$(CARGO) run -q --release -p tessera-e2e --bin bench-operator -- --services $(SERVICES) $(BENCH_OPERATOR_ARGS)

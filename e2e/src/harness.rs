@@ -28,18 +28,22 @@ pub fn target_dir() -> PathBuf {
 
 /// Builds the packages' binaries (a no-op when they are up to date) into `target/debug`.
 pub fn build(packages: &[&str]) -> Result<()> {
-    build_profile(packages, false)
+    build_profile(packages, "dev")
 }
 
-fn build_profile(packages: &[&str], release: bool) -> Result<()> {
+/// The Cargo profile the operator ships with (see the workspace's Cargo.toml).
+pub const SHIPPING_PROFILE: &str = "dist";
+
+fn build_profile(packages: &[&str], profile: &str) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
-    command
-        .current_dir(workspace_root())
-        .args(["build", "--quiet", "--bins"]);
-    if release {
-        command.arg("--release");
-    }
+    command.current_dir(workspace_root()).args([
+        "build",
+        "--quiet",
+        "--bins",
+        "--profile",
+        profile,
+    ]);
     for package in packages {
         command.args(["-p", package]);
     }
@@ -58,10 +62,10 @@ pub fn operator_binary() -> Result<PathBuf> {
     Ok(target_dir().join("debug").join("operator"))
 }
 
-/// Builds the operator with optimizations (what users run) and returns its path.
-pub fn release_operator_binary() -> Result<PathBuf> {
-    build_profile(&["tessera-operator"], true)?;
-    Ok(target_dir().join("release").join("operator"))
+/// Builds the operator as it ships (what users run) and returns its path.
+pub fn shipping_operator_binary() -> Result<PathBuf> {
+    build_profile(&["tessera-operator"], SHIPPING_PROFILE)?;
+    Ok(target_dir().join(SHIPPING_PROFILE).join("operator"))
 }
 
 /// The example services the pod runner runs for pods labelled `tessera.dev/pod-runner: service`.

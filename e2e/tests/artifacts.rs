@@ -281,7 +281,7 @@ fn argocd_health_follows_the_conditions() -> Result<()> {
 #[test]
 fn the_image_archive_runs_the_operator_as_non_root() -> Result<()> {
     let tools = Tools::ensure()?;
-    // The debug binary the tests build stands in for the release one `make image` packs.
+    // The debug binary the tests build stands in for the shipping one `make image` packs.
     let binary = tessera_e2e::harness::operator_binary()?;
     let dir = tempfile::tempdir()?;
     let archive = dir.path().join("operator.tar");

@@ -2,8 +2,8 @@
 //!
 //! It starts the real control plane (with the API server's audit log of the operator's user), a
 //! real database (a Citus coordinator and two workers where Citus is installed, PostgreSQL
-//! otherwise, with `pg_stat_statements` and connection logging), the release-built operator, and
-//! an external CitusCluster for that database. Then, for each N of `--services`:
+//! otherwise, with `pg_stat_statements` and connection logging), the operator as it ships
+//! (profile `dist`), and an external CitusCluster for that database. Then, for each N of `--services`:
 //! - provisioning: N Microservices (each with a Deployment and a Service) created at once, the
 //!   seconds until all are Ready and the p50/p99 per Microservice; API requests by verb and
 //!   resource (audit log), database connections opened and statements sent, per Microservice;
@@ -833,8 +833,8 @@ async fn run(args: Args) -> Result<()> {
         .dir
         .clone()
         .unwrap_or_else(|| scratch.path().join("plane"));
-    eprintln!("building the operator (release)");
-    let operator_binary = harness::release_operator_binary()?;
+    eprintln!("building the operator (profile dist, as it ships)");
+    let operator_binary = harness::shipping_operator_binary()?;
 
     let mut options = Options::with_nodes(3);
     // The benchmark's own requests are audited too, so that the Kubernetes floor pays what
@@ -1017,7 +1017,7 @@ fn report(
     println!("\n== bench-operator, {now}, {cores} cores");
     println!("database: {}", bench.db.description);
     println!(
-        "operator: release build, resync {}s; control plane: kube-apiserver with etcd, kwok nodes",
+        "operator: shipping build (profile dist), resync {}s; control plane: kube-apiserver with etcd, kwok nodes",
         args.resync
     );
     for round in rounds {

@@ -32,7 +32,7 @@ pub fn build(packages: &[&str]) -> Result<()> {
 }
 
 /// The Cargo profile the operator ships with (see the workspace's Cargo.toml).
-pub const SHIPPING_PROFILE: &str = "dist";
+const SHIPPING_PROFILE: &str = "dist";
 
 fn build_profile(packages: &[&str], profile: &str) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

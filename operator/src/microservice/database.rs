@@ -156,7 +156,7 @@ async fn read(session: &Pooled, desired: &Desired) -> Result<Catalog, CatalogErr
 /// Whether the role's stored verifier is the Secret's password (remembered, computed off the
 /// reconcilers' threads), and a fresh verifier when the plan will need one.
 async fn check_password(checks: &Checks, catalog: &Catalog, desired: &Desired) -> PasswordCheck {
-    // A verifier the operator may not read counts as current, as before.
+    // A role with no stored verifier (its password removed by hand) counts as current, as before.
     let current = match catalog
         .role
         .as_ref()

@@ -18,7 +18,7 @@ pub struct RoleState {
     pub connection_limit: i32,
     /// `rolconfig` entries in the current database or all databases (`name=value`).
     pub settings: Vec<String>,
-    /// The stored password verifier, when the operator may read it (superuser).
+    /// The stored password verifier (`None` when the role has no password).
     pub password_verifier: Option<String>,
 }
 
@@ -90,8 +90,9 @@ pub enum CatalogError {
 }
 
 /// What decides the shape of the catalog statement: which of the tables it may name exist, and
-/// whether the operator may read password verifiers. Kept per coordinator (see `pool`), checked
-/// against what each read returns, and read again when they differ.
+/// whether the operator is a superuser (the statement reads `pg_authid`, so it is sent only for
+/// one). Kept per coordinator (see `pool`), checked against what each read returns, and read
+/// again when they differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerFacts {
     pub superuser: bool,

@@ -1,15 +1,20 @@
 # Tessera developer commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test lint fmt crds check-crds manifests check-manifests image build demo demo-stop bench bench-operator
+.PHONY: test lint fmt crds check-crds manifests check-manifests image build demo demo-stop bench bench-operator prerequisites-test prerequisites-demo prerequisites-lint
 
 ## Every test: unit, SQL integration against a PostgreSQL the tests start (Citus where
 ## installed), fixture tests, the chart's tests, and the CRD and manifests drift checks.
-test: check-crds check-manifests
+test: prerequisites-test
+	$(MAKE) --no-print-directory check-crds check-manifests
 	$(CARGO) test --workspace --all-targets
 
+## What each command needs from the machine: installed where possible, else named before any build.
+prerequisites-test prerequisites-demo prerequisites-lint: prerequisites-%:
+	@./scripts/prerequisites $*
+
 ## Formatting and clippy with warnings as errors.
-lint:
+lint: prerequisites-lint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
@@ -49,7 +54,7 @@ DEMO_DIR ?= /tmp/tessera-demo
 
 ## A real control plane on loopback, a coordinator pod (PostgreSQL, with Citus where installed),
 ## the operator and the three example services; left running until `make demo-stop`.
-demo:
+demo: prerequisites-demo
 	$(CARGO) build -q -p tessera-e2e -p tessera-operator
 	./target/debug/tessera-e2e demo $(DEMO_DIR)
 

@@ -107,6 +107,16 @@ async fn tessera_end_to_end() -> Result<()> {
             "a CitusCluster in another namespace, used only where it allows",
             Box::pin(scenarios::safety::cluster_in_another_namespace(&env)),
         ),
+        (
+            "a CitusCluster in use survives a delete and goes once its Microservices are gone",
+            Box::pin(scenarios::first_contact::in_use_cluster_survives_a_delete(
+                &env,
+            )),
+        ),
+        (
+            "a Microservice scales like a Deployment, or leaves its count to an autoscaler",
+            Box::pin(scenarios::first_contact::microservices_scale_like_deployments(&env)),
+        ),
     ];
     // Citus runs where it is installed; otherwise the scenario is reported as skipped, not passed.
     let mut skipped = 0;

@@ -143,6 +143,22 @@ impl Caches {
             .unwrap_or_default())
     }
 
+    /// Whether namespace `name` is being deleted.
+    pub async fn namespace_terminating(
+        &self,
+        client: &Client,
+        name: &str,
+    ) -> Result<bool, kube::Error> {
+        if let Some(ns) = self.namespaces.get(&ObjectRef::new(name)) {
+            return Ok(ns.metadata.deletion_timestamp.is_some());
+        }
+        let api: Api<Namespace> = Api::all(client.clone());
+        Ok(api
+            .get_opt(name)
+            .await?
+            .is_some_and(|ns| ns.metadata.deletion_timestamp.is_some()))
+    }
+
     /// The Secret `namespace/name`, read from the API server only when the metadata watch shows
     /// a version not read before (or does not know it).
     pub async fn secret(

@@ -9,6 +9,7 @@ pub mod context;
 pub mod crd;
 pub mod digest;
 pub mod events;
+pub mod finalizers;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -35,7 +35,13 @@ pub enum ApplyError {
     },
 }
 
-/// Whether `existing` is controlled by the object with uid `owner_uid`.
+/// Names the Tessera resource an object belongs to (its uid) where no owner reference may: a
+/// CitusCluster's StatefulSets and Services carry no owner reference, so that nothing but
+/// Tessera (no garbage collection of any deletion mode) removes them while services use them.
+pub const OWNER_ANNOTATION: &str = "tessera.dev/owner";
+
+/// Whether `existing` belongs to the object with uid `owner_uid`: controlled by it, or carrying
+/// its uid in `OWNER_ANNOTATION` with no controller at all.
 pub fn check_owner<K>(existing: &K, owner_uid: &str) -> Result<(), ApplyError>
 where
     K: Resource<DynamicType = ()>,
@@ -46,14 +52,21 @@ where
         .owner_references()
         .iter()
         .find(|o| o.controller == Some(true));
-    match controller {
-        Some(owner) if owner.uid == owner_uid => Ok(()),
-        Some(owner) => Err(ApplyError::NotOwned {
+    let annotated = existing.annotations().get(OWNER_ANNOTATION);
+    match (controller, annotated) {
+        (Some(owner), _) if owner.uid == owner_uid => Ok(()),
+        (Some(owner), _) => Err(ApplyError::NotOwned {
             kind,
             name,
             holder: format!("controlled by {} {}", owner.kind, owner.name),
         }),
-        None => Err(ApplyError::NotOwned {
+        (None, Some(uid)) if uid == owner_uid => Ok(()),
+        (None, Some(uid)) => Err(ApplyError::NotOwned {
+            kind,
+            name,
+            holder: format!("it belongs to another Tessera resource (uid {uid})"),
+        }),
+        (None, None) => Err(ApplyError::NotOwned {
             kind,
             name,
             holder: "not created by Tessera: it has no controller".to_string(),
@@ -149,6 +162,33 @@ where
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_object_belongs_to_its_controller_or_to_the_uid_it_is_annotated_with() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let object = |value: serde_json::Value| -> ConfigMap {
+            serde_json::from_value(value).expect("config map")
+        };
+        let controlled = object(json!({"metadata": {"name": "c", "ownerReferences": [
+            {"apiVersion": "v1", "kind": "X", "name": "x", "uid": "u1", "controller": true}]}}));
+        assert!(check_owner(&controlled, "u1").is_ok());
+        assert!(check_owner(&controlled, "u2").is_err());
+        let annotated = object(json!({"metadata": {"name": "c",
+            "annotations": {OWNER_ANNOTATION: "u1"}}}));
+        assert!(check_owner(&annotated, "u1").is_ok());
+        let other = check_owner(&annotated, "u2").expect_err("another owner");
+        assert!(
+            other.to_string().contains("another Tessera resource"),
+            "{other}"
+        );
+        // A controller decides whatever an annotation says.
+        let both = object(json!({"metadata": {"name": "c",
+            "annotations": {OWNER_ANNOTATION: "u2"}, "ownerReferences": [
+            {"apiVersion": "v1", "kind": "X", "name": "x", "uid": "u1", "controller": true}]}}));
+        assert!(check_owner(&both, "u2").is_err());
+        let nobody = object(json!({"metadata": {"name": "c"}}));
+        assert!(check_owner(&nobody, "u1").is_err());
+    }
 
     #[test]
     fn an_object_holds_what_was_applied_whatever_others_added() {

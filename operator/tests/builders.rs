@@ -290,3 +290,24 @@ fn defaults_derive_from_the_resource_name() {
         tessera::crd::microservice::DeletionPolicy::Retain
     );
 }
+
+#[test]
+fn the_replica_count_is_handed_over_once_when_it_is_left_to_the_deployment() {
+    let autoscaled = read_microservice(&fixtures().join("builders/autoscaled/microservice.yaml"));
+    let managed = read_microservice(&fixtures().join("builders/full/microservice.yaml"));
+    let live = |yaml: &str| -> k8s_openapi::api::apps::v1::Deployment {
+        serde_yaml::from_str(yaml).expect("deployment")
+    };
+    // A Deployment Tessera kept at 2 (an autoscaler may have moved it since): the count it has
+    // is applied under the handover manager before Tessera stops sending it.
+    let scaled = live("metadata: {name: time-service, namespace: default}\nspec: {replicas: 4, selector: {}, template: {}}");
+    assert_eq!(
+        build::replicas_handover(&autoscaled, Some(&scaled)),
+        Some(4)
+    );
+    // Handed over already, new, or Tessera's to set: nothing to hand over.
+    let handed = live("metadata: {name: time-service, annotations: {tessera.dev/replicas-from: Deployment}}\nspec: {replicas: 4, selector: {}, template: {}}");
+    assert!(build::replicas_handover(&autoscaled, Some(&handed)).is_none());
+    assert!(build::replicas_handover(&autoscaled, None).is_none());
+    assert!(build::replicas_handover(&managed, Some(&scaled)).is_none());
+}

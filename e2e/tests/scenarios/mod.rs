@@ -2,5 +2,6 @@
 
 pub mod citus_nodes;
 pub mod external_workers;
+pub mod first_contact;
 pub mod placement;
 pub mod safety;

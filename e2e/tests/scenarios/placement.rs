@@ -444,13 +444,62 @@ pub async fn managed_cluster(env: &Env) -> Result<()> {
     println!("  placements at the end: {:?}", placements(&db).await?);
     println!("  final: {}", summary(&clusters.get("main").await?));
 
-    // Drop the services' schemas (deletionPolicy Drop) before the cluster goes.
+    // Deleted while its services use it (a foreground cascade, as Argo CD prunes): nothing of it
+    // goes, the services' data stays reachable, and the status says who keeps it.
+    env.state.kubectl_output(&[
+        "delete",
+        "-n",
+        NS,
+        "cituscluster/main",
+        "--cascade=foreground",
+        "--wait=false",
+    ])?;
+    let kept = super::first_contact::wait_kept(env, NS, "main", "6 Microservices").await?;
+    println!("  deleted while in use: {kept}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for name in ["main-coordinator", "main-worker"] {
+        let sts = statefulsets.get_opt(name).await?;
+        ensure!(
+            sts.as_ref()
+                .is_some_and(|s| s.metadata.deletion_timestamp.is_none()),
+            "StatefulSet {name} is kept while the cluster is in use"
+        );
+    }
+    for pod in [
+        "main-coordinator-0",
+        "main-worker-0",
+        "main-worker-1",
+        "main-worker-2",
+    ] {
+        ensure!(
+            pods.get_opt(pod).await?.as_ref().is_some_and(pod_ready),
+            "pod {pod} keeps running"
+        );
+    }
+    println!(
+        "  rows while the deleted cluster is kept: {}",
+        tables
+            .check("while the cluster is deleted but in use")
+            .await?
+    );
+
+    // Drop the services' schemas (deletionPolicy Drop): then the cluster goes by itself, with
+    // what it runs; its volumes stay.
     for name in SERVICES {
         api.delete(name, &DeleteParams::default()).await?;
     }
     for name in SERVICES {
         gone(&api, name).await?;
     }
+    gone(&clusters, "main").await?;
+    for name in ["main-coordinator", "main-worker"] {
+        gone(&statefulsets, name).await?;
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), NS);
+    ensure!(
+        claims.get_opt("data-main-coordinator-0").await?.is_some(),
+        "the coordinator's volume outlives the cluster"
+    );
     Ok(())
 }
 

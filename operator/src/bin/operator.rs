@@ -207,13 +207,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         caches.ready().await;
         ready_ctx.set_ready();
     });
+    // The Microservice controller's cache is shared: the CitusCluster controller reads who uses
+    // a cluster from it, and hears when a Microservice is gone.
+    let (microservices, microservice_cache) = kube::runtime::reflector::store();
+    let (gone_tx, gone_rx) = futures::channel::mpsc::unbounded();
     // The caches are filled for as long as the controllers run; they end on a signal.
     let controllers = futures::future::select(
         Box::pin(fill_caches),
         Box::pin(async {
             futures::join!(
-                tessera::microservice::run(ctx.clone(), args.namespace.clone()),
-                tessera::cituscluster::run(ctx.clone(), args.namespace.clone()),
+                tessera::microservice::run(
+                    ctx.clone(),
+                    args.namespace.clone(),
+                    microservice_cache,
+                    gone_tx,
+                ),
+                tessera::cituscluster::run(
+                    ctx.clone(),
+                    args.namespace.clone(),
+                    microservices,
+                    gone_rx,
+                ),
             )
         }),
     );

@@ -13,10 +13,9 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
-use kube::Resource;
 
 use super::naming::{
     ClusterNames, CLUSTER_LABEL, COORDINATOR_ROLE, DATABASE, POSTGRES_PORT, ROLE_LABEL, SUPERUSER,
@@ -183,18 +182,24 @@ fn selector(names: &ClusterNames, role: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The metadata of an object the cluster runs on. No owner reference: garbage collection would
+/// delete it with the CitusCluster (in foreground deletion even while the finalizer keeps the
+/// cluster), and services would lose their database. Tessera deletes it once nothing uses the
+/// cluster; the annotation records whose it is.
 fn owned_metadata(
     cluster: &CitusCluster,
     names: &ClusterNames,
     name: String,
     role: Option<&str>,
 ) -> ObjectMeta {
-    let owner: Vec<OwnerReference> = cluster.controller_owner_ref(&()).into_iter().collect();
     ObjectMeta {
         name: Some(name),
         namespace: Some(names.namespace.clone()),
         labels: Some(labels(names, role)),
-        owner_references: Some(owner),
+        annotations: Some(BTreeMap::from([(
+            crate::ssa::OWNER_ANNOTATION.to_string(),
+            cluster.metadata.uid.clone().unwrap_or_default(),
+        )])),
         ..ObjectMeta::default()
     }
 }

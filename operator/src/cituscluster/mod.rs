@@ -5,6 +5,7 @@
 pub mod build;
 pub mod connection;
 pub mod database;
+pub mod deletion;
 pub mod membership;
 pub mod naming;
 pub mod reconcile;

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
@@ -20,6 +20,7 @@ use serde_json::json;
 use super::build;
 use super::connection::{self, ClusterError, Endpoint};
 use super::database::{self, DatabaseError};
+use super::deletion::{self, Decision};
 use super::membership::{self, Inputs, Phase, Topology, WorkerSlot};
 use super::naming::{
     ClusterNames, CLUSTER_LABEL, COORDINATOR_ROLE, POSTGRES_PORT, ROLE_LABEL, WORKER_ROLE,
@@ -30,6 +31,7 @@ use super::workers::{self, SetView};
 use crate::conditions::{self, Observed};
 use crate::context::Context;
 use crate::crd::cituscluster::{CitusCluster, CitusClusterStatus};
+use crate::crd::Microservice;
 use crate::microservice::password::{self, RandomError};
 use crate::sql::ConnectError;
 use crate::ssa::ApplyError;
@@ -60,6 +62,21 @@ pub enum Error {
     Database(#[from] DatabaseError),
     #[error("writing the status failed: {0}")]
     Status(#[source] kube::Error),
+    #[error("updating the finalizer {finalizer} failed: {source}")]
+    Finalizer {
+        finalizer: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("reading the namespaces of the cluster's Microservices failed: {0}")]
+    Users(#[source] kube::Error),
+    #[error("deleting {kind} {name:?} failed: {source}")]
+    Teardown {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 impl Error {
@@ -73,6 +90,9 @@ impl Error {
             Error::Pods { .. } => "KubernetesError",
             Error::Database(e) => e.reason(),
             Error::Status(_) => "StatusUpdateFailed",
+            Error::Finalizer { .. } => "FinalizerFailed",
+            Error::Users(_) => "KubernetesError",
+            Error::Teardown { .. } => "DeleteFailed",
         }
     }
 
@@ -93,6 +113,9 @@ pub struct ClusterContext {
     statefulsets: Store<StatefulSet>,
     services: Store<Service>,
     config_maps: Store<ConfigMap>,
+    /// Every Microservice the operator watches (the Microservice controller's cache): who still
+    /// uses a cluster that is being deleted.
+    microservices: Store<Microservice>,
 }
 
 fn api<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
@@ -105,8 +128,21 @@ where
     }
 }
 
-/// Runs the CitusCluster controller until the process is told to stop.
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+/// The cluster a labelled object of a managed cluster belongs to.
+fn labelled_cluster<K: Resource>(object: &K) -> Option<ObjectRef<CitusCluster>> {
+    let meta = object.meta();
+    let name = meta.labels.as_ref()?.get(CLUSTER_LABEL)?;
+    Some(ObjectRef::new(name).within(meta.namespace.as_deref().unwrap_or_default()))
+}
+
+/// Runs the CitusCluster controller until the process is told to stop. `microservices` is the
+/// Microservice controller's cache.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    microservices: Store<Microservice>,
+    gone: impl futures::Stream<Item = ObjectRef<CitusCluster>> + Send + 'static,
+) {
     let client = ctx.client.clone();
     let labelled = crate::caches::watch_config().labels(CLUSTER_LABEL);
     let (pods, pod_writer) = reflector::store();
@@ -146,29 +182,38 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         crate::caches::watch_config(),
     );
     let clusters = controller.store();
+    // Only a deleted cluster waits for its Microservices to go.
+    let deleted = clusters.clone();
+    let kept_for_gone = gone.filter(move |cluster| {
+        let deleting = deleted
+            .get(cluster)
+            .is_some_and(|c| c.metadata.deletion_timestamp.is_some());
+        futures::future::ready(deleting)
+    });
     let context = Arc::new(ClusterContext {
         ctx,
         pods,
         statefulsets,
         services,
         config_maps,
+        microservices,
     });
+    // The cluster's objects carry no owner reference (see build::owned_metadata): they are
+    // matched by their cluster label.
     controller
-        .owns_stream(service_events)
-        .owns_stream(config_events)
+        .watches_stream(service_events, |service: Service| {
+            labelled_cluster(&service)
+        })
+        .watches_stream(config_events, |config: ConfigMap| labelled_cluster(&config))
         .watches_stream(pod_events, |pod: Pod| {
             let cluster = pod.labels().get(CLUSTER_LABEL).cloned();
             cluster.map(|name| ObjectRef::new(&name).within(&pod.namespace().unwrap_or_default()))
         })
         .watches_stream(sts_events, move |sts: StatefulSet| {
-            // Managed StatefulSets by their owner, external ones by the clusters that list them.
+            // Managed StatefulSets by their label, external ones by the clusters that list them.
             let namespace = sts.namespace().unwrap_or_default();
-            let mut targets: Vec<ObjectRef<CitusCluster>> = sts
-                .owner_references()
-                .iter()
-                .filter(|o| o.kind == "CitusCluster")
-                .map(|o| ObjectRef::new(&o.name).within(&namespace))
-                .collect();
+            let mut targets: Vec<ObjectRef<CitusCluster>> =
+                labelled_cluster(&sts).into_iter().collect();
             let name = sts.name_any();
             targets.extend(
                 clusters
@@ -185,6 +230,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             );
             targets
         })
+        .reconcile_on(kept_for_gone)
         .shutdown_on_signal()
         .run(
             |cluster, cc| async move {
@@ -205,31 +251,214 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .await;
 }
 
+/// How often a deleted cluster that is kept for its Microservices looks whether they are gone
+/// (their deletion also wakes it at once).
+const KEPT_POLL: Duration = Duration::from_secs(5);
+
 async fn reconcile(cluster: Arc<CitusCluster>, cc: Arc<ClusterContext>) -> Result<Action, Error> {
-    // The caches fill as the controller starts; a plan from half a cache could shrink things.
+    // The caches fill as the controller starts; a plan from half a cache could shrink things,
+    // and half a cache of Microservices could let a cluster in use go.
     for ready in [
         cc.pods.wait_until_ready().await,
         cc.statefulsets.wait_until_ready().await,
         cc.services.wait_until_ready().await,
         cc.config_maps.wait_until_ready().await,
+        cc.microservices.wait_until_ready().await,
     ] {
         if ready.is_err() {
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
     }
+    let kept = match protect(&cluster, &cc).await {
+        Ok(Protection::Held) => None,
+        Ok(Protection::Kept(condition)) => Some(condition),
+        Ok(Protection::Released) => return Ok(Action::await_change()),
+        Err(error) => {
+            report_failure(&cluster, &cc, &error, &[]).await?;
+            return Err(error);
+        }
+    };
+    let extra: Vec<Observed> = kept.into_iter().collect();
     let result = match validate(&cluster, &cc.ctx.settings.cluster_domain) {
-        Ok(effective) => reconcile_valid(&cluster, &effective, &cc).await,
+        Ok(effective) => reconcile_valid(&cluster, &effective, &cc, &extra).await,
         Err(error) => Err(error.into()),
     };
     match result {
-        Ok(action) => {
+        Ok(wait) => {
             cc.ctx.reset_backoff(&ObjectRef::from_obj(&*cluster));
-            Ok(action)
+            Ok(Action::requeue(if extra.is_empty() {
+                wait
+            } else {
+                wait.min(KEPT_POLL)
+            }))
         }
         Err(error) => {
-            report_failure(&cluster, &cc, &error).await?;
+            report_failure(&cluster, &cc, &error, &extra).await?;
             Err(error)
         }
+    }
+}
+
+/// What the in-use protection makes of a reconcile.
+enum Protection {
+    /// Not deleted: the finalizer is held.
+    Held,
+    /// Deleted but used: everything stays and keeps running; the condition says why.
+    Kept(Observed),
+    /// Deleted and let go: nothing more to do.
+    Released,
+}
+
+/// Holds the finalizer while the cluster exists; once it is deleted, keeps it for the
+/// Microservices that use it, or tears down what it runs and lets it go.
+async fn protect(cluster: &CitusCluster, cc: &ClusterContext) -> Result<Protection, Error> {
+    let ctx = &cc.ctx;
+    let namespace = cluster.namespace().unwrap_or_default();
+    let api: Api<CitusCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let held = cluster
+        .finalizers()
+        .iter()
+        .any(|f| f == deletion::FINALIZER);
+    if cluster.metadata.deletion_timestamp.is_none() {
+        if !held {
+            crate::finalizers::add(&api, cluster, deletion::FINALIZER)
+                .await
+                .map_err(|source| Error::Finalizer {
+                    finalizer: deletion::FINALIZER,
+                    source,
+                })?;
+        }
+        return Ok(Protection::Held);
+    }
+    if !held {
+        return Ok(Protection::Released);
+    }
+    let users = users(cluster, cc).await?;
+    let terminating = ctx
+        .caches
+        .namespace_terminating(&ctx.client, &namespace)
+        .await
+        .map_err(Error::Users)?;
+    match deletion::decide(cluster, users, terminating) {
+        Decision::Keep(users) => {
+            let condition = deletion::kept_condition(&users);
+            let said = cluster.status.as_ref().and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == deletion::DELETING)
+                    .map(|c| c.message.clone())
+            });
+            if said.as_deref() != Some(condition.message.as_str()) {
+                ctx.event(cluster, true, "InUse", "Delete", condition.message.clone())
+                    .await;
+            }
+            Ok(Protection::Kept(condition))
+        }
+        Decision::Release { why, users } => {
+            let managed = cluster.spec.managed.is_some();
+            let (warning, reason, note) = deletion::release_note(why, &users, managed);
+            tracing::info!(cluster = %cluster.name_any(), %namespace, reason, "{note}");
+            ctx.event(cluster, warning, reason, "Delete", note).await;
+            if managed {
+                tear_down(cluster, cc).await?;
+            }
+            crate::finalizers::remove(&api, cluster, deletion::FINALIZER)
+                .await
+                .map_err(|source| Error::Finalizer {
+                    finalizer: deletion::FINALIZER,
+                    source,
+                })?;
+            Ok(Protection::Released)
+        }
+    }
+}
+
+/// The Microservices that use `cluster`, from the Microservice controller's cache.
+async fn users(cluster: &CitusCluster, cc: &ClusterContext) -> Result<Vec<deletion::User>, Error> {
+    let candidates: Vec<Arc<Microservice>> = cc
+        .microservices
+        .state()
+        .into_iter()
+        .filter(|ms| deletion::references(ms, cluster))
+        .collect();
+    let own = cluster.namespace().unwrap_or_default();
+    let mut labels = std::collections::BTreeMap::new();
+    for ms in &candidates {
+        let namespace = ms.namespace().unwrap_or_default();
+        if namespace != own && !labels.contains_key(&namespace) {
+            let found = cc
+                .ctx
+                .caches
+                .namespace_labels(&cc.ctx.client, &namespace)
+                .await
+                .map_err(Error::Users)?;
+            labels.insert(namespace, found);
+        }
+    }
+    Ok(deletion::users(
+        cluster,
+        candidates.iter().map(|ms| &**ms),
+        &labels,
+    ))
+}
+
+/// Deletes what a managed cluster runs: its StatefulSets (their pods go with them), Services and
+/// ConfigMap, each only if it is the cluster's own. Volumes and the superuser Secret stay.
+async fn tear_down(cluster: &CitusCluster, cc: &ClusterContext) -> Result<(), Error> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let names = ClusterNames::new(
+        &cluster.name_any(),
+        &namespace,
+        &cc.ctx.settings.cluster_domain,
+    );
+    let uid = cluster.uid().unwrap_or_default();
+    let client = &cc.ctx.client;
+    for role in [WORKER_ROLE, COORDINATOR_ROLE] {
+        let name = names.statefulset(role);
+        let found = cached(&cc.statefulsets, &namespace, &name);
+        delete_own(&Api::namespaced(client.clone(), &namespace), found, &uid).await?;
+    }
+    for name in [
+        names.client_service(),
+        names.headless_service(COORDINATOR_ROLE),
+        names.headless_service(WORKER_ROLE),
+    ] {
+        let found = cached(&cc.services, &namespace, &name);
+        delete_own(&Api::namespaced(client.clone(), &namespace), found, &uid).await?;
+    }
+    let found = cached(&cc.config_maps, &namespace, &names.config_map());
+    delete_own(&Api::namespaced(client.clone(), &namespace), found, &uid).await?;
+    Ok(())
+}
+
+/// Deletes `found` if it belongs to `owner_uid`, exactly that object (its uid as a
+/// precondition), its dependents in the background.
+async fn delete_own<K>(api: &Api<K>, found: Option<Arc<K>>, owner_uid: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(object) = found else {
+        return Ok(());
+    };
+    if crate::ssa::check_owner(&*object, owner_uid).is_err() {
+        return Ok(());
+    }
+    let name = object.name_any();
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: object.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(source) => Err(Error::Teardown {
+            kind: K::kind(&()).into_owned(),
+            name,
+            source,
+        }),
     }
 }
 
@@ -300,11 +529,14 @@ where
     store.get(&ObjectRef::new(name).within(namespace))
 }
 
+/// The cluster's objects, membership and status; returns when to look again. `extra` holds the
+/// conditions of the in-use protection.
 async fn reconcile_valid(
     cluster: &CitusCluster,
     effective: &Effective<'_>,
     cc: &ClusterContext,
-) -> Result<Action, Error> {
+    extra: &[Observed],
+) -> Result<Duration, Error> {
     let ctx = &cc.ctx;
     let settings = &ctx.settings;
     let names = &effective.names;
@@ -374,8 +606,8 @@ async fn reconcile_valid(
             let replicas = current.unwrap_or(0).max(managed.workers.replicas);
             apply_workers(cluster, effective, cc, postgres.as_ref(), replicas, &uid).await?;
         }
-        write_starting(cluster, cc, &endpoint, names, &previous).await?;
-        return Ok(Action::requeue(Duration::from_secs(5)));
+        write_starting(cluster, cc, &endpoint, names, &previous, extra).await?;
+        return Ok(Duration::from_secs(5));
     };
 
     let pods = worker_pods(effective, cc).await?;
@@ -491,12 +723,13 @@ async fn reconcile_valid(
         overridden: postgres.map(|p| p.overridden).unwrap_or_default(),
         now,
     });
-    write_status(cluster, cc, outcome.status, &outcome.observed).await?;
+    let observed: Vec<Observed> = outcome.observed.iter().chain(extra).cloned().collect();
+    write_status(cluster, cc, outcome.status, &observed).await?;
     publish(cluster, cc, &outcome.notes).await;
 
     let settings = &ctx.settings;
     let resync = settings.resync_interval.min(Duration::from_secs(60));
-    Ok(Action::requeue(if changed {
+    Ok(if changed {
         Duration::from_secs(1)
     } else if !round.execution.unprepared.is_empty() {
         Duration::from_secs(5)
@@ -509,7 +742,7 @@ async fn reconcile_valid(
             }
             _ => settings.job_poll_interval,
         }
-    }))
+    })
 }
 
 async fn apply_workers(
@@ -655,6 +888,7 @@ async fn write_starting(
     endpoint: &Endpoint,
     names: &ClusterNames,
     previous: &CitusClusterStatus,
+    extra: &[Observed],
 ) -> Result<(), Error> {
     let message = format!(
         "waiting for pod {} to be Ready and reachable as {}",
@@ -668,6 +902,7 @@ async fn write_starting(
         "CoordinatorStarting",
         message.clone(),
     );
+    observed.extend_from_slice(extra);
     let next = CitusClusterStatus {
         endpoint: Some(endpoint.text()),
         selector: Some(names.selector_text(WORKER_ROLE)),
@@ -682,10 +917,12 @@ async fn report_failure(
     cluster: &CitusCluster,
     cc: &ClusterContext,
     error: &Error,
+    extra: &[Observed],
 ) -> Result<(), Error> {
     let message = error.to_string();
     let previous = cluster.status.clone().unwrap_or_default();
-    let observed = status::failed(error.reason(), &message, error.needs_attention(), &previous);
+    let mut observed = status::failed(error.reason(), &message, error.needs_attention(), &previous);
+    observed.extend_from_slice(extra);
     let next = CitusClusterStatus {
         conditions: Vec::new(),
         ..previous.clone()

@@ -29,6 +29,11 @@ use super::names;
     status = "MicroserviceStatus",
     derive = "PartialEq",
     doc = "A microservice with its own database role and schema on a CitusCluster",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -65,10 +70,18 @@ pub struct MicroserviceSpec {
     #[schemars(length(min = 1))]
     pub image: String,
 
-    /// The number of pods.
+    /// The number of pods (default 1). `kubectl scale microservice` and a
+    /// HorizontalPodAutoscaler whose scaleTargetRef is the Microservice set it.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0))]
     pub replicas: i32,
+
+    /// Where the Deployment's replica count comes from: `Microservice` (default) keeps it at
+    /// spec.replicas; `Deployment` leaves it to whatever scales the Deployment itself (an
+    /// autoscaler whose scaleTargetRef is the Deployment, or `kubectl scale deployment`), and
+    /// Tessera never writes it. Switching to `Deployment` keeps the current count.
+    #[serde(default, skip_serializing_if = "ReplicasFrom::is_default")]
+    pub replicas_from: ReplicasFrom,
 
     /// Overrides the image's entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -113,6 +126,22 @@ pub struct MicroserviceSpec {
 
 fn default_replicas() -> i32 {
     1
+}
+
+/// Who sets the Deployment's replica count.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ReplicasFrom {
+    /// spec.replicas of the Microservice.
+    #[default]
+    Microservice,
+    /// The Deployment's own spec.replicas, as an autoscaler or a person sets it.
+    Deployment,
+}
+
+impl ReplicasFrom {
+    fn is_default(&self) -> bool {
+        *self == ReplicasFrom::Microservice
+    }
 }
 
 /// A port the container listens on.
@@ -320,10 +349,14 @@ pub struct MicroserviceStatus {
     /// Where the service's data lives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseStatus>,
+    /// Pods of the Deployment (the scale subresource's current replicas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    /// The label selector of the service's pods (for the scale subresource and autoscalers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
 }
 
 /// The role and schema as they are on the database.

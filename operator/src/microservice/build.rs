@@ -15,12 +15,17 @@ use kube::Resource;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::validate::Effective;
-use crate::crd::microservice::Microservice;
+use crate::crd::microservice::{Microservice, ReplicasFrom};
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "tessera";
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
 pub const MICROSERVICE_LABEL: &str = "tessera.dev/microservice";
+/// On a Deployment whose replica count Tessera leaves to others (`replicasFrom: Deployment`).
+pub const REPLICAS_FROM_ANNOTATION: &str = "tessera.dev/replicas-from";
+/// The field manager that takes over a Deployment's replica count from Tessera's, so that
+/// Tessera's next apply (without the count) does not reset it to the default of 1.
+pub const REPLICAS_HANDOVER_MANAGER: &str = "tessera-replicas-handover";
 /// Pod template annotation carrying a digest of the Secret, so the pods roll when it changes.
 pub const SECRET_DIGEST_ANNOTATION: &str = "tessera.dev/secret-digest";
 pub const CONTAINER_NAME: &str = "app";
@@ -130,6 +135,11 @@ pub fn labels(name: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// The pod selector as the scale subresource and autoscalers read it.
+pub fn selector_text(name: &str) -> String {
+    format!("{MICROSERVICE_LABEL}={name}")
+}
+
 /// The pod selector: stable for the Deployment's lifetime.
 pub fn selector(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([(MICROSERVICE_LABEL.to_string(), name.to_string())])
@@ -208,10 +218,21 @@ pub fn deployment(ms: &Microservice, effective: &Effective, secret_digest: &str)
         ..Container::default()
     };
 
+    let mut deployment_metadata = metadata(ms, effective.name.clone(), effective);
+    let replicas = match spec.replicas_from {
+        ReplicasFrom::Microservice => Some(spec.replicas),
+        ReplicasFrom::Deployment => {
+            deployment_metadata.annotations = Some(BTreeMap::from([(
+                REPLICAS_FROM_ANNOTATION.to_string(),
+                "Deployment".to_string(),
+            )]));
+            None
+        }
+    };
     Deployment {
-        metadata: metadata(ms, effective.name.clone(), effective),
+        metadata: deployment_metadata,
         spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas),
+            replicas,
             selector: LabelSelector {
                 match_labels: Some(selector(&effective.name)),
                 ..LabelSelector::default()
@@ -238,6 +259,23 @@ pub fn deployment(ms: &Microservice, effective: &Effective, secret_digest: &str)
         }),
         ..Deployment::default()
     }
+}
+
+/// The replica count to hand over from Tessera's field manager to `REPLICAS_HANDOVER_MANAGER`
+/// (applied before the first apply without the count, which would otherwise reset it to the
+/// default of 1), or `None` when no handover is due: the Deployment is new, already handed
+/// over, or Tessera sets the count.
+pub fn replicas_handover(ms: &Microservice, live: Option<&Deployment>) -> Option<i32> {
+    let live = live?;
+    let handed_over = live
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(REPLICAS_FROM_ANNOTATION));
+    if ms.spec.replicas_from != ReplicasFrom::Deployment || handed_over {
+        return None;
+    }
+    Some(live.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))
 }
 
 /// The Service, or `None` when the container exposes no ports.

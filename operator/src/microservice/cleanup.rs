@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
@@ -221,10 +221,11 @@ async fn stop_service(ms: &Microservice, ctx: &Context) -> Result<Option<String>
 }
 
 async fn namespace_terminating(ctx: &Context, namespace: &str) -> bool {
-    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     matches!(
-        namespaces.get_opt(namespace).await,
-        Ok(Some(ns)) if ns.metadata.deletion_timestamp.is_some()
+        ctx.caches
+            .namespace_terminating(&ctx.client, namespace)
+            .await,
+        Ok(true)
     )
 }
 
@@ -288,6 +289,7 @@ async fn report_cleanup_blocked(
         database: previous.database,
         replicas: previous.replicas,
         ready_replicas: previous.ready_replicas,
+        selector: previous.selector,
         ..MicroserviceStatus::default()
     };
     write_status(ms, ctx, next, &observed).await?;

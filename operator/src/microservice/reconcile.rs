@@ -35,7 +35,7 @@ use crate::cituscluster::connection::{resolve, ClusterError};
 use crate::compact::Compact;
 use crate::conditions::{self, Observed, READY};
 use crate::context::Context;
-use crate::crd::microservice::{Microservice, MicroserviceStatus};
+use crate::crd::microservice::{Microservice, MicroserviceStatus, ReplicasFrom};
 use crate::crd::CitusCluster;
 use crate::sql::{ConnectionConfig, Desired, Owner, Step};
 use crate::ssa::ApplyError;
@@ -120,8 +120,15 @@ where
     }
 }
 
-/// Runs the Microservice controller until the process is told to stop.
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+/// Runs the Microservice controller until the process is told to stop. Its cache of
+/// Microservices is filled through `cache` (the CitusCluster controller reads it), and the
+/// cluster of every Microservice that is gone is sent to `gone`.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    cache: reflector::store::Writer<Microservice>,
+    gone: futures::channel::mpsc::UnboundedSender<ObjectRef<CitusCluster>>,
+) {
     let client = ctx.client.clone();
     let owned = crate::caches::watch_config().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     let (secrets, secret_writer) = reflector::store();
@@ -152,9 +159,9 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     .touched_objects();
     // Only changes by others start a reconcile: the status Tessera writes (placement and size
     // among it) would otherwise start another reconcile of the same object each time.
-    let (store, writer) = reflector::store();
+    let store = cache.as_reader();
     let microservices = reflector::reflector(
-        writer,
+        cache,
         watcher(
             api::<Microservice>(&client, &namespace),
             crate::caches::watch_config(),
@@ -162,6 +169,12 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .modify(without_managed_fields),
     )
     .default_backoff()
+    .inspect(move |event| {
+        // A deleted cluster kept for its Microservices looks again as soon as one goes.
+        if let Ok(watcher::Event::Delete(ms)) = event {
+            let _ = gone.unbounded_send(cluster_of(ms));
+        }
+    })
     .applied_objects()
     .predicate_filter(changed_by_others, PredicateConfig::default());
     let controller = Controller::for_stream(microservices, store.clone()).with_config(
@@ -231,6 +244,17 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             }
         })
         .await;
+}
+
+/// The CitusCluster a Microservice references.
+fn cluster_of(ms: &Microservice) -> ObjectRef<CitusCluster> {
+    let reference = &ms.spec.database.cluster_ref;
+    let namespace = reference
+        .namespace
+        .clone()
+        .or_else(|| ms.namespace())
+        .unwrap_or_default();
+    ObjectRef::new(&reference.name).within(&namespace)
 }
 
 /// Who wrote which field is the API server's business; a thousand cached objects' worth of it
@@ -506,7 +530,15 @@ async fn apply(ms: Arc<Microservice>, sc: Arc<ServiceContext>) -> Result<Action,
                 secret_ok = false;
             }
         }
-        if secret_ok && !deployment.is_foreign() {
+        // The count is handed over first: an apply without it before would reset it to 1.
+        let mut handed_over = true;
+        if let Some(replicas) = build::replicas_handover(&ms, deployment.ours()) {
+            if let Err(error) = hand_over_replicas(&deployments, &effective.name, replicas).await {
+                problems.push(apply_problem("DeploymentApplyFailed", &error));
+                handed_over = false;
+            }
+        }
+        if secret_ok && handed_over && !deployment.is_foreign() {
             let desired = build::deployment(&ms, &effective, &build::secret_digest(data));
             match crate::ssa::apply(&deployments, &desired, deployment.ours(), uid).await {
                 Ok(answer) => applied_deployment = answer,
@@ -527,7 +559,7 @@ async fn apply(ms: Arc<Microservice>, sc: Arc<ServiceContext>) -> Result<Action,
     }
     let rollout = status::rollout(
         applied_deployment.as_ref().or(deployment.ours()),
-        ms.spec.replicas,
+        wanted_replicas(&ms),
     );
     match database {
         Ok((provisioned, connection, _)) => {
@@ -546,6 +578,7 @@ async fn apply(ms: Arc<Microservice>, sc: Arc<ServiceContext>) -> Result<Action,
                 )),
                 replicas: rollout.replicas,
                 ready_replicas: rollout.ready_replicas,
+                selector: Some(build::selector_text(&effective.name)),
                 ..MicroserviceStatus::default()
             };
             // A recovery is worth an Event; a first rollout or an update is not (the status
@@ -734,7 +767,39 @@ fn existing_rollout(sc: &ServiceContext, ms: &Microservice) -> status::Rollout {
         .get(&ObjectRef::new(&ms.name_any()).within(&ms.namespace().unwrap_or_default()))
         .and_then(|d| d.parse().ok());
     let ours = cached.filter(|d| crate::ssa::check_owner(d, &ms.uid().unwrap_or_default()).is_ok());
-    status::rollout(ours.as_ref(), ms.spec.replicas)
+    status::rollout(ours.as_ref(), wanted_replicas(ms))
+}
+
+/// The replica count Tessera sets, if it sets one.
+fn wanted_replicas(ms: &Microservice) -> Option<i32> {
+    (ms.spec.replicas_from == ReplicasFrom::Microservice).then_some(ms.spec.replicas)
+}
+
+/// Applies the replica count alone under the handover field manager, which then co-owns it:
+/// Tessera's next apply leaves it out, and the count stays as it is for the autoscaler.
+async fn hand_over_replicas(
+    api: &Api<Deployment>,
+    name: &str,
+    replicas: i32,
+) -> Result<(), ApplyError> {
+    let patch = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas},
+    });
+    api.patch(
+        name,
+        &PatchParams::apply(build::REPLICAS_HANDOVER_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| ApplyError::Kube {
+        kind: "Deployment".to_string(),
+        name: name.to_string(),
+        source,
+    })
 }
 
 /// Writes the status and Events for a database side that did not get ready, and returns the
@@ -763,6 +828,7 @@ async fn report(
         database: previous.database,
         replicas: rollout.replicas.or(previous.replicas),
         ready_replicas: rollout.ready_replicas.or(previous.ready_replicas),
+        selector: Some(build::selector_text(&ms.name_any())),
         ..MicroserviceStatus::default()
     };
     write_status(ms, ctx, next, &observed).await?;

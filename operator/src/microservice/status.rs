@@ -80,10 +80,14 @@ pub struct Rollout {
     pub ready_replicas: Option<i32>,
 }
 
-pub fn rollout(deployment: Option<&Deployment>, wanted_replicas: i32) -> Rollout {
+/// `wanted_replicas`: what Tessera set, or `None` when the Deployment's own count rules.
+pub fn rollout(deployment: Option<&Deployment>, wanted_replicas: Option<i32>) -> Rollout {
     let Some(deployment) = deployment else {
         return Rollout::default();
     };
+    let wanted_replicas = wanted_replicas
+        .or_else(|| deployment.spec.as_ref().and_then(|s| s.replicas))
+        .unwrap_or(1);
     let status = deployment.status.clone().unwrap_or_default();
     let available_condition = status
         .conditions

@@ -1,0 +1,277 @@
+//! What a schema move does to writes that are acknowledged while it runs, against real Citus: a
+//! slow, steady writer commits one row at a time while the schema's shard is moved back and
+//! forth between two workers, and afterwards every acknowledged key is looked up.
+//!
+//! Citus's logical move takes its catch-up target from `pg_current_wal_lsn()`, the WAL *write*
+//! position; a commit made with `synchronous_commit=off` can still sit in WAL buffers beyond it
+//! when writes are blocked for the cut-over, and the move then completes without it. These
+//! tests keep that documented: if Citus changes, the first one says so. They also show that the
+//! paths Tessera takes lose nothing: moves that block writes, or writers whose role commits
+//! synchronously (what Tessera sets on service roles). SKIPPED where Citus is not installed.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pgtemp::citus::CitusCluster as LocalCitus;
+use tokio_postgres::Client;
+
+const SCHEMA: &str = "moving";
+const WRITER: &str = "writer";
+const WRITER_PASSWORD: &str = "writer-secret";
+/// Rows in the schema besides what the writer adds, so that each copy takes a moment.
+const ROWS: i64 = 20_000;
+/// About 40 commits a second: a service's modest, steady write rate (the dangerous case; a
+/// saturated writer fills WAL pages fast enough that they are written almost at once).
+const WRITE_INTERVAL: Duration = Duration::from_millis(25);
+
+/// A coordinator and two workers whose servers commit as `synchronous_commit` says, with the
+/// distributed schema `moving` owned by the login role `writer`.
+async fn cluster(test: &str, synchronous_commit: &str) -> Option<(LocalCitus, Client)> {
+    if !pgtemp::citus::available_or_skip(test) {
+        return None;
+    }
+    let setting = synchronous_commit.to_string();
+    let nodes = LocalCitus::start_with(2, move |b| b.setting("synchronous_commit", &setting))
+        .await
+        .expect("start Citus");
+    let admin = support::admin(&nodes.coordinator).await;
+    // One statement at a time: a multi-statement query is one transaction, and the workers
+    // learn of the role only when it commits.
+    for statement in [
+        format!("CREATE ROLE {WRITER} LOGIN PASSWORD '{WRITER_PASSWORD}'"),
+        format!("CREATE SCHEMA {SCHEMA} AUTHORIZATION {WRITER}"),
+        format!("SELECT citus_schema_distribute('{SCHEMA}')"),
+        format!("SET ROLE {WRITER}"),
+        format!("CREATE TABLE {SCHEMA}.acks (id bigint PRIMARY KEY, payload text)"),
+        format!(
+            "INSERT INTO {SCHEMA}.acks SELECT -i, repeat('x', 100) FROM generate_series(1, {ROWS}) i"
+        ),
+        "RESET ROLE".to_string(),
+    ] {
+        admin
+            .batch_execute(&statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    Some((nodes, admin))
+}
+
+/// The worker (host, port) that holds the schema now.
+async fn holder(admin: &Client) -> (String, i32) {
+    let row = admin
+        .query_one(
+            "SELECT nodename, nodeport FROM citus_shards \
+              WHERE table_name = $1::text::regclass",
+            &[&format!("{SCHEMA}.acks")],
+        )
+        .await
+        .expect("the schema's placement");
+    (row.get(0), row.get(1))
+}
+
+/// What one run of moves under write load found.
+#[derive(Debug)]
+struct Outcome {
+    moves: usize,
+    acknowledged: usize,
+    failed: usize,
+    missing: Vec<i64>,
+    worst_latency: Duration,
+}
+
+/// Moves the schema between the two workers with `mode` up to `max_moves` times (stopping early
+/// once `stop_on_loss` and a write is missing) while the writer commits steadily; then looks up
+/// every acknowledged key.
+async fn moves_under_load(
+    nodes: &LocalCitus,
+    admin: &Client,
+    mode: &str,
+    max_moves: usize,
+    stop_on_loss: bool,
+) -> Outcome {
+    let writer = support::connect_as(&nodes.coordinator, WRITER, WRITER_PASSWORD)
+        .await
+        .expect("the writer connects");
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let failed = Arc::new(Mutex::new(0usize));
+    let worst = Arc::new(Mutex::new(Duration::ZERO));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let first_key: i64 = admin
+        .query_one(
+            &format!("SELECT coalesce(max(id), 0) FROM {SCHEMA}.acks"),
+            &[],
+        )
+        .await
+        .expect("max id")
+        .get(0);
+    let writing = {
+        let (acknowledged, failed, worst) = (acknowledged.clone(), failed.clone(), worst.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WRITE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let insert = format!("INSERT INTO {SCHEMA}.acks (id, payload) VALUES ($1, 'acked')");
+            let mut key = first_key;
+            // Bounded: a few minutes at most, whatever the moves do.
+            let deadline = Instant::now() + Duration::from_secs(240);
+            while !*stop_rx.borrow_and_update() && Instant::now() < deadline {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop_rx.changed() => break,
+                }
+                key += 1;
+                let sent = Instant::now();
+                match writer.execute(&insert, &[&key]).await {
+                    Ok(_) => acknowledged.lock().expect("lock").push(key),
+                    Err(_) => *failed.lock().expect("lock") += 1,
+                }
+                let took = sent.elapsed();
+                let mut worst = worst.lock().expect("lock");
+                *worst = (*worst).max(took);
+            }
+        })
+    };
+    let workers: Vec<(String, i32)> = nodes
+        .workers
+        .iter()
+        .map(|w| (w.host().to_string(), i32::from(w.port())))
+        .collect();
+    let mut moves = 0;
+    let mut missing = Vec::new();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while moves < max_moves {
+        let from = holder(admin).await;
+        let to = workers
+            .iter()
+            .find(|w| **w != from)
+            .cloned()
+            .expect("another worker");
+        admin
+            .execute(
+                "SELECT citus_schema_move($1::text::regnamespace, $2, $3, $4::text::citus.shard_transfer_mode)",
+                &[&SCHEMA, &to.0, &to.1, &mode],
+            )
+            .await
+            .expect("the schema moves");
+        moves += 1;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        if stop_on_loss {
+            let so_far = acknowledged.lock().expect("lock").clone();
+            missing = lost(admin, &so_far).await;
+            if !missing.is_empty() {
+                break;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop_tx.send(true);
+    writing.await.expect("the writer ends");
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    if missing.is_empty() {
+        missing = lost(admin, &acknowledged).await;
+    }
+    let failed = *failed.lock().expect("lock");
+    let worst_latency = *worst.lock().expect("lock");
+    Outcome {
+        moves,
+        acknowledged: acknowledged.len(),
+        failed,
+        missing,
+        worst_latency,
+    }
+}
+
+/// The acknowledged keys that are not in the table.
+async fn lost(admin: &Client, acknowledged: &[i64]) -> Vec<i64> {
+    let found: BTreeSet<i64> = admin
+        .query(
+            &format!("SELECT id FROM {SCHEMA}.acks WHERE id = ANY($1)"),
+            &[&acknowledged],
+        )
+        .await
+        .expect("look up the acknowledged keys")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    acknowledged
+        .iter()
+        .filter(|k| !found.contains(k))
+        .copied()
+        .collect()
+}
+
+fn report(what: &str, outcome: &Outcome) {
+    println!(
+        "{what}: {} moves, {} writes acknowledged, {} failed, {} missing {:?}, worst latency {} ms",
+        outcome.moves,
+        outcome.acknowledged,
+        outcome.failed,
+        outcome.missing.len(),
+        outcome.missing,
+        outcome.worst_latency.as_millis()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logical_moves_lose_asynchronous_commits() {
+    let Some((nodes, admin)) = cluster("logical moves lose asynchronous commits", "off").await
+    else {
+        return;
+    };
+    let outcome = moves_under_load(&nodes, &admin, "force_logical", 24, true).await;
+    report("synchronous_commit=off, force_logical", &outcome);
+    assert!(
+        !outcome.missing.is_empty(),
+        "no acknowledged write was lost in {} logical moves with asynchronous commits: if Citus now \
+         waits for the WAL flush position, Tessera's guard against asynchronous commits may be relaxed",
+        outcome.moves
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn moves_that_block_writes_lose_nothing_with_asynchronous_commits() {
+    let Some((nodes, admin)) = cluster("block_writes moves keep asynchronous commits", "off").await
+    else {
+        return;
+    };
+    let outcome = moves_under_load(&nodes, &admin, "block_writes", 8, false).await;
+    report("synchronous_commit=off, block_writes", &outcome);
+    assert!(outcome.missing.is_empty(), "{outcome:?}");
+    assert_eq!(
+        outcome.failed, 0,
+        "writes wait, they do not fail: {outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logical_moves_lose_nothing_when_the_writer_commits_synchronously() {
+    let Some((nodes, admin)) = cluster("logical moves keep synchronous commits", "off").await
+    else {
+        return;
+    };
+    // What Tessera sets on service roles: the servers stay asynchronous, the role does not.
+    // Citus propagates the role's setting to every node.
+    admin
+        .batch_execute(&format!("ALTER ROLE {WRITER} SET synchronous_commit = on"))
+        .await
+        .expect("set the role's synchronous_commit");
+    let outcome = moves_under_load(&nodes, &admin, "force_logical", 8, false).await;
+    report("servers off, role on, force_logical", &outcome);
+    assert!(outcome.missing.is_empty(), "{outcome:?}");
+    assert_eq!(outcome.failed, 0, "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logical_moves_lose_nothing_with_local_commits() {
+    // `local` flushes the commit record before the commit returns, like `on` without standbys:
+    // it is behind the write position Citus catches up to.
+    let Some((nodes, admin)) = cluster("logical moves keep local commits", "local").await else {
+        return;
+    };
+    let outcome = moves_under_load(&nodes, &admin, "force_logical", 8, false).await;
+    report("synchronous_commit=local, force_logical", &outcome);
+    assert!(outcome.missing.is_empty(), "{outcome:?}");
+    assert_eq!(outcome.failed, 0, "{outcome:?}");
+}

@@ -29,6 +29,33 @@ type Scenario<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()
 struct Env {
     state: State,
     client: Client,
+    /// The operator process, which a scenario may kill and start again.
+    operator: std::sync::Mutex<tessera_e2e::process::Managed>,
+    operator_binary: std::path::PathBuf,
+}
+
+/// The operator's settings in every scenario.
+const OPERATOR_ENV: &[(&str, &str)] = &[("TESSERA_RESYNC_INTERVAL", "20")];
+
+impl Env {
+    /// Kills the operator (SIGKILL: no lease handed over, nothing finished) and starts it again.
+    fn kill_and_restart_operator(&self) -> Result<()> {
+        let mut operator = self
+            .operator
+            .lock()
+            .map_err(|_| anyhow::anyhow!("operator lock"))?;
+        // SAFETY: SIGKILL to the process group the harness started for the operator.
+        unsafe {
+            libc::kill(-operator.pid, libc::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // SAFETY: signal 0 only asks whether the process still exists.
+        while unsafe { libc::kill(operator.pid, 0) } == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        *operator = harness::start_operator(&self.state, &self.operator_binary, OPERATOR_ENV)?;
+        Ok(())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -55,12 +82,13 @@ async fn tessera_end_to_end() -> Result<()> {
     let client = harness::admin_client(&state).await?;
     let operator_binary = harness::operator_binary()?;
     harness::build(&harness::EXAMPLE_SERVICES)?;
-    let operator = harness::start_operator(
-        &state,
-        &operator_binary,
-        &[("TESSERA_RESYNC_INTERVAL", "20")],
-    )?;
-    let env = Env { state, client };
+    let operator = harness::start_operator(&state, &operator_binary, OPERATOR_ENV)?;
+    let env = Env {
+        state,
+        client,
+        operator: std::sync::Mutex::new(operator),
+        operator_binary,
+    };
 
     // A killed database pod comes back after this long (a kubelet's first back-off is 10 s).
     std::env::set_var("TESSERA_E2E_RESTART_DELAY", "5");
@@ -134,6 +162,10 @@ async fn tessera_end_to_end() -> Result<()> {
             "an external cluster's worker StatefulSet scaled out and shrunk under Tessera",
             Box::pin(scenarios::external_workers::scaled_worker_statefulset(&env)),
         ),
+        (
+            "nothing lost while schemas move: writes during scale-out, scale-in and an operator restart",
+            Box::pin(scenarios::writes_during_moves::nothing_lost_while_schemas_move(&env)),
+        ),
     ];
     for (name, scenario) in citus_scenarios {
         if citus::available_or_skip(&format!("{name} (end to end)")) {
@@ -165,6 +197,11 @@ async fn tessera_end_to_end() -> Result<()> {
     }
     let _ = shutdown_tx.send(());
     let _ = pod_runner.await;
+    let operator = env
+        .operator
+        .lock()
+        .map_err(|_| anyhow::anyhow!("operator lock"))?
+        .clone();
     tessera_e2e::process::stop(operator.pid, Duration::from_secs(10));
     // The audit log is written every second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -321,6 +358,24 @@ async fn crd_validation(env: &Env) -> Result<()> {
             ),
             Err(other) => bail!("{role}: unexpected error {other}"),
         }
+    }
+    // Every synchronous_commit value is accepted as PostgreSQL spells it (the CRD's YAML must
+    // keep `on` and `off` strings for kubectl's YAML 1.1).
+    for (i, value) in ["on", "off", "local", "remote_write", "remote_apply"]
+        .iter()
+        .enumerate()
+    {
+        let name = format!("commits-{i}");
+        let ms = microservice(
+            &name,
+            "main",
+            "example/commits:1",
+            json!({"synchronousCommit": value}),
+        )?;
+        api.create(&PostParams::default(), &ms)
+            .await
+            .with_context(|| format!("synchronousCommit {value}"))?;
+        api.delete(&name, &DeleteParams::default()).await?;
     }
     // Immutable once set.
     let ms = microservice(

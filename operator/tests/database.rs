@@ -33,6 +33,7 @@ async fn creates_role_and_schema_then_does_nothing_more() {
             "EnsureClaimsTable",
             "CreateRole",
             "SetSearchPath",
+            "SetSynchronousCommit",
             "CreateSchema"
         ],
         "plain PostgreSQL: nothing to distribute"
@@ -53,7 +54,11 @@ async fn creates_role_and_schema_then_does_nothing_more() {
     assert_eq!(role.get::<_, i32>(4), -1);
     assert_eq!(
         role.get::<_, Vec<String>>(5),
-        vec!["search_path=user_service".to_string()]
+        vec![
+            "search_path=user_service".to_string(),
+            "synchronous_commit=on".to_string()
+        ],
+        "the role commits synchronously whatever the server says"
     );
     let owner: String = admin
         .query_one(
@@ -278,7 +283,12 @@ async fn reports_an_unreachable_database_and_converges_when_it_returns() {
     let resumed = provision(&config, &want).await.expect("converges");
     assert_eq!(
         step_names(&resumed.applied),
-        ["SetPassword", "SetSearchPath", "CreateSchema"]
+        [
+            "SetPassword",
+            "SetSearchPath",
+            "SetSynchronousCommit",
+            "CreateSchema"
+        ]
     );
     assert_eq!(
         role_and_schema_count(&admin(&pg).await, "time_service").await,

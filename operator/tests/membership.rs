@@ -84,7 +84,7 @@ impl Driver {
         let round = database::round(
             &mut client,
             Some(&self.superuser),
-            true,
+            &rebalance,
             Duration::from_secs(300),
             |catalog| {
                 membership::plan(&Inputs {
@@ -109,6 +109,7 @@ impl Driver {
             plan: &round.plan,
             applied: &round.execution.applied,
             preflight: round.execution.preflight.as_deref(),
+            transfer: round.execution.transfer.as_ref(),
             unprepared: &round.execution.unprepared,
             sizes: round.sizes.as_deref(),
             previous: &previous,
@@ -373,14 +374,15 @@ async fn preflight_names_an_unreachable_node() {
     };
     driver.converge(2, 2).await;
     let mut client = sql::connect(&driver.superuser).await.expect("connect");
-    let problems = sql::membership::preflight(&mut client, true)
+    let facts = sql::membership::preflight(&mut client, true)
         .await
         .expect("checks run");
-    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(facts, Default::default());
     driver.nodes.workers[1].stop();
     let problems = sql::membership::preflight(&mut client, true)
         .await
-        .expect("checks run");
+        .expect("checks run")
+        .problems;
     let (host, port) = driver.worker_address(1);
     let node = format!("{host}:{port}");
     assert!(

@@ -275,3 +275,132 @@ async fn logical_moves_lose_nothing_with_local_commits() {
     assert!(outcome.missing.is_empty(), "{outcome:?}");
     assert_eq!(outcome.failed, 0, "{outcome:?}");
 }
+
+/// The asynchronous commits the preflight finds, as the status would say them.
+async fn found(nodes: &LocalCitus) -> Vec<String> {
+    let mut client = tessera::sql::connect(&support::admin_config(&nodes.coordinator))
+        .await
+        .expect("the operator's session");
+    let facts = tessera::sql::membership::preflight(&mut client, true)
+        .await
+        .expect("the checks run");
+    // (The workers cannot reach this test's coordinator, which checks passwords they do not
+    // have: the health problems it reports do not matter here.)
+    assert!(
+        facts.commits.unchecked.is_empty(),
+        "{:?}",
+        facts.commits.unchecked
+    );
+    tessera::sql::commits::describe(&facts.commits.asynchronous)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_preflight_names_each_kind_of_asynchronous_setting() {
+    let Some((nodes, admin)) = cluster("the preflight names asynchronous settings", "off").await
+    else {
+        return;
+    };
+    let workers: Vec<String> = nodes
+        .workers
+        .iter()
+        .map(|w| format!("{}:{}", w.host(), w.port()))
+        .collect();
+    let say = |what: &str, lines: &[String]| println!("{what}:\n  {}", lines.join("\n  "));
+
+    // The servers' own setting, on both workers (the coordinator holds no shards).
+    let lines = found(&nodes).await;
+    say("servers off", &lines);
+    assert_eq!(
+        lines,
+        [format!(
+            "role writer commits asynchronously on {}, {} (the server setting synchronous_commit = off)",
+            workers[0], workers[1]
+        )]
+    );
+    // The role's own setting wins over the server's (what Tessera sets on service roles).
+    admin
+        .batch_execute(&format!("ALTER ROLE {WRITER} SET synchronous_commit = on"))
+        .await
+        .expect("role on");
+    let lines = found(&nodes).await;
+    say("servers off, role on", &lines);
+    assert!(lines.is_empty(), "{lines:?}");
+    // Settings made on one worker alone (Citus would propagate them from there too).
+    let worker_admins = [
+        support::admin_trust(&nodes.workers[0]).await,
+        support::admin_trust(&nodes.workers[1]).await,
+    ];
+    let on_worker = |index: usize, statement: String| {
+        let client = &worker_admins[index];
+        async move {
+            client
+                .batch_execute("SET citus.enable_ddl_propagation TO off")
+                .await
+                .expect("propagation off");
+            client
+                .batch_execute(&statement)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+    };
+    // A role setting for this database wins over the role's.
+    on_worker(
+        1,
+        format!("ALTER ROLE {WRITER} IN DATABASE postgres SET synchronous_commit = off"),
+    )
+    .await;
+    let lines = found(&nodes).await;
+    say("role in database off on one worker", &lines);
+    assert_eq!(
+        lines,
+        [format!("role writer commits asynchronously on {} (ALTER ROLE writer IN DATABASE postgres SET synchronous_commit = off)", workers[1])]
+    );
+    on_worker(
+        1,
+        format!("ALTER ROLE {WRITER} IN DATABASE postgres RESET synchronous_commit"),
+    )
+    .await;
+    admin
+        .batch_execute(&format!("ALTER ROLE {WRITER} RESET synchronous_commit"))
+        .await
+        .expect("role reset");
+    assert_eq!(found(&nodes).await.len(), 1, "the servers' setting again");
+    // A database's setting wins over the server's, in both directions.
+    for worker in 0..2 {
+        on_worker(
+            worker,
+            "ALTER DATABASE postgres SET synchronous_commit = on".to_string(),
+        )
+        .await;
+    }
+    let lines = found(&nodes).await;
+    say("servers off, database on", &lines);
+    assert!(lines.is_empty(), "{lines:?}");
+    on_worker(
+        0,
+        "ALTER DATABASE postgres SET synchronous_commit = off".to_string(),
+    )
+    .await;
+    let lines = found(&nodes).await;
+    say("database off on one worker", &lines);
+    assert_eq!(
+        lines,
+        [format!("role writer commits asynchronously on {} (ALTER DATABASE postgres SET synchronous_commit = off)", workers[0])]
+    );
+    // ALTER ROLE ALL is beneath a database's setting, above the server's.
+    on_worker(
+        0,
+        "ALTER DATABASE postgres RESET synchronous_commit".to_string(),
+    )
+    .await;
+    on_worker(0, "ALTER ROLE ALL SET synchronous_commit = off".to_string()).await;
+    let lines = found(&nodes).await;
+    say("ALTER ROLE ALL off on one worker", &lines);
+    assert_eq!(
+        lines,
+        [format!(
+            "role writer commits asynchronously on {} (ALTER ROLE ALL SET synchronous_commit = off)",
+            workers[0]
+        )]
+    );
+}

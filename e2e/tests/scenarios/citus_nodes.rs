@@ -12,6 +12,25 @@ use tessera_e2e::harness;
 
 use crate::{secret_text, Env};
 
+/// Creates the managed CitusCluster `main` in `ns`: a coordinator and two workers with small
+/// volumes and room for the connections of moves under load.
+pub async fn create_managed_cluster(env: &Env, ns: &str) -> Result<()> {
+    let clusters: Api<CitusCluster> = Api::namespaced(env.client.clone(), ns);
+    let cluster: CitusCluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "tessera.dev/v1alpha1", "kind": "CitusCluster",
+        "metadata": {"name": "main"},
+        "spec": {"managed": {
+            "coordinator": {"storage": {"size": "1Gi"}},
+            "workers": {"replicas": 2, "storage": {"size": "1Gi"}},
+            "postgresql": {"parameters": {"max_connections": "200"}},
+        }},
+    }))?;
+    clusters
+        .create(&kube::api::PostParams::default(), &cluster)
+        .await?;
+    Ok(())
+}
+
 /// A Secret's `password` key.
 pub async fn password(env: &Env, ns: &str, name: &str) -> Result<String> {
     let secret = Api::<Secret>::namespaced(env.client.clone(), ns)

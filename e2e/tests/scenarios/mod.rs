@@ -5,3 +5,4 @@ pub mod external_workers;
 pub mod first_contact;
 pub mod placement;
 pub mod safety;
+pub mod writes_during_moves;

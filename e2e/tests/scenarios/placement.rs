@@ -55,17 +55,8 @@ pub async fn managed_cluster(env: &Env) -> Result<()> {
     let clusters: Api<CitusCluster> = Api::namespaced(env.client.clone(), NS);
     let statefulsets: Api<StatefulSet> = Api::namespaced(env.client.clone(), NS);
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), NS);
-    let cluster: CitusCluster = serde_json::from_value(json!({
-        "apiVersion": "tessera.dev/v1alpha1", "kind": "CitusCluster",
-        "metadata": {"name": "main"},
-        "spec": {"managed": {
-            "coordinator": {"storage": {"size": "1Gi"}},
-            "workers": {"replicas": 2, "storage": {"size": "1Gi"}},
-            "postgresql": {"parameters": {"max_connections": "200"}},
-        }},
-    }))?;
     let start = Instant::now();
-    clusters.create(&PostParams::default(), &cluster).await?;
+    citus_nodes::create_managed_cluster(env, NS).await?;
     let mut timeline = Timeline {
         start,
         last: String::new(),

@@ -87,6 +87,14 @@ pub fn postgres_config(user: &BTreeMap<String, String>) -> PostgresConfig {
         )),
     }
     parameters.insert("wal_level".into(), "logical".into());
+    if let Some(value) = parameters.get("synchronous_commit") {
+        if crate::sql::commits::is_asynchronous(value) {
+            overridden.push(format!(
+                "synchronous_commit: on (not {value}): a logical shard move can lose commits made asynchronously just before its cut-over"
+            ));
+            parameters.insert("synchronous_commit".into(), "on".into());
+        }
+    }
     let libraries: Vec<String> = parameters
         .get("shared_preload_libraries")
         .map(|v| {
@@ -577,6 +585,28 @@ mod tests {
             assert!(said.contains(expected), "{expected} missing from {said}");
         }
         assert!(!said.contains("max_connections"));
+    }
+
+    #[test]
+    fn asynchronous_commits_are_not_let_through() {
+        for off in ["off", "OFF", "false", "0", " no "] {
+            let config = postgres_config(&params(&[("synchronous_commit", off)]));
+            assert_eq!(config.parameters["synchronous_commit"], "on", "{off}");
+            assert!(
+                config
+                    .overridden
+                    .iter()
+                    .any(|o| o.starts_with("synchronous_commit: on")),
+                "{:?}",
+                config.overridden
+            );
+        }
+        // What waits for the local flush (or more) stays as it is.
+        for kept in ["local", "remote_write", "remote_apply", "on"] {
+            let config = postgres_config(&params(&[("synchronous_commit", kept)]));
+            assert_eq!(config.parameters["synchronous_commit"], kept);
+            assert!(config.overridden.is_empty(), "{:?}", config.overridden);
+        }
     }
 
     #[test]

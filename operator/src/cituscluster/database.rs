@@ -5,6 +5,8 @@
 use tokio_postgres::Client;
 
 use super::membership::Plan;
+use super::transfer::{self, Transfer};
+use crate::crd::cituscluster::RebalanceSpec;
 use crate::sql::cluster::{self, ClusterCatalog};
 use crate::sql::membership::{self, password_authinfo, Applied, NodeStep, StepError};
 use crate::sql::{connect, ConnectError, ConnectionConfig};
@@ -99,15 +101,18 @@ pub struct Execution {
     pub preflight: Option<Vec<String>>,
     /// Workers that could not be prepared, with why; they were not registered this time.
     pub unprepared: Vec<String>,
+    /// How the job started in this reconcile copies shards.
+    pub transfer: Option<Transfer>,
 }
 
 /// Carries out `plan`: prepares joining workers (managed), runs its steps, and starts its job
-/// only once the preflight checks pass. `superuser` is the coordinator's connection, whose
+/// only once the preflight checks pass, in the transfer mode they allow (never one that can
+/// lose an acknowledged write). `superuser` is the coordinator's connection, whose
 /// credentials reach every node of a managed cluster (`None` for external clusters).
 pub async fn execute(
     client: &mut Client,
     plan: &Plan,
-    needs_logical: bool,
+    rebalance: &RebalanceSpec,
     superuser: Option<&ConnectionConfig>,
 ) -> Result<Execution, DatabaseError> {
     let node = |host: &str, port: i32| {
@@ -144,17 +149,38 @@ pub async fn execute(
         applied: membership::apply(client, &before).await?,
         preflight: None,
         unprepared: unprepared.into_iter().map(|(_, why)| why).collect(),
+        transfer: None,
     };
     if start.is_empty() {
         return Ok(execution);
     }
-    let problems = membership::preflight(client, needs_logical)
-        .await
-        .map_err(DatabaseError::Preflight)?;
-    if problems.is_empty() {
+    let facts = membership::preflight(
+        client,
+        rebalance.shard_transfer_mode.uses_logical_replication(),
+    )
+    .await
+    .map_err(DatabaseError::Preflight)?;
+    let (problems, chosen) = transfer::verdict(&facts, rebalance);
+    if let (true, Some(chosen)) = (problems.is_empty(), chosen) {
+        let start: Vec<NodeStep> = start
+            .into_iter()
+            .map(|step| match step {
+                NodeStep::StartRebalance {
+                    drain_only,
+                    strategy,
+                    ..
+                } => NodeStep::StartRebalance {
+                    drain_only,
+                    strategy,
+                    transfer_mode: chosen.mode.as_str().to_string(),
+                },
+                other => other,
+            })
+            .collect();
         let started = membership::apply(client, &start).await?;
         execution.applied.steps.extend(started.steps);
         execution.applied.started_job = started.started_job;
+        execution.transfer = Some(chosen);
     } else if superuser.is_some() && problems.iter().any(|p| p.contains("cannot connect")) {
         // A node that lost its credentials for the others (a replaced volume, say) gets them
         // again; the next reconcile checks anew.
@@ -188,22 +214,19 @@ pub struct Round {
 pub async fn round(
     client: &mut Client,
     superuser: Option<&ConnectionConfig>,
-    needs_logical: bool,
+    rebalance: &RebalanceSpec,
     deadline: std::time::Duration,
     plan_for: impl FnOnce(&ClusterCatalog) -> Plan,
 ) -> Result<Round, DatabaseError> {
-    tokio::time::timeout(
-        deadline,
-        round_now(client, superuser, needs_logical, plan_for),
-    )
-    .await
-    .unwrap_or(Err(DatabaseError::Timeout(deadline)))
+    tokio::time::timeout(deadline, round_now(client, superuser, rebalance, plan_for))
+        .await
+        .unwrap_or(Err(DatabaseError::Timeout(deadline)))
 }
 
 async fn round_now(
     client: &mut Client,
     superuser: Option<&ConnectionConfig>,
-    needs_logical: bool,
+    rebalance: &RebalanceSpec,
     plan_for: impl FnOnce(&ClusterCatalog) -> Plan,
 ) -> Result<Round, DatabaseError> {
     let catalog = read_catalog(client, superuser.map(|c| c.password.as_str())).await?;
@@ -211,7 +234,7 @@ async fn round_now(
         return Err(DatabaseError::NotSuperuser(catalog.current_user));
     }
     let plan = plan_for(&catalog);
-    let execution = execute(client, &plan, needs_logical, superuser).await?;
+    let execution = execute(client, &plan, rebalance, superuser).await?;
     let catalog = if execution.applied.steps.is_empty() {
         catalog
     } else {

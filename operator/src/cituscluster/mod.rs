@@ -10,6 +10,7 @@ pub mod membership;
 pub mod naming;
 pub mod reconcile;
 pub mod status;
+pub mod transfer;
 pub mod validate;
 pub mod workers;
 

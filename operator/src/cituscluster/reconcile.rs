@@ -628,13 +628,9 @@ async fn reconcile_valid(
         Kind::Managed(_) => Some(&config),
         Kind::External(_) => None,
     };
-    let needs_logical = cluster
-        .spec
-        .rebalance
-        .shard_transfer_mode
-        .uses_logical_replication();
     let deadline = settings.limits.deadline;
-    let round = database::round(&mut client, superuser, needs_logical, deadline, |catalog| {
+    let rebalance = &cluster.spec.rebalance;
+    let round = database::round(&mut client, superuser, rebalance, deadline, |catalog| {
         let slots: Vec<WorkerSlot> = pods
             .iter()
             .flat_map(|set| {
@@ -716,6 +712,7 @@ async fn reconcile_valid(
         plan,
         applied: &round.execution.applied,
         preflight: round.execution.preflight.as_deref(),
+        transfer: round.execution.transfer.as_ref(),
         unprepared: &round.execution.unprepared,
         sizes: round.sizes.as_deref(),
         previous: &previous,

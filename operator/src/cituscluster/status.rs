@@ -56,6 +56,8 @@ pub struct Observation<'a> {
     pub applied: &'a Applied,
     /// Problems found by the preflight checks, when they ran in this reconcile.
     pub preflight: Option<&'a [String]>,
+    /// How the job started in this reconcile copies shards.
+    pub transfer: Option<&'a super::transfer::Transfer>,
     /// Workers that could not be prepared for registration, with why.
     pub unprepared: &'a [String],
     /// Bytes of shard data per node group, when they could be read.
@@ -125,6 +127,7 @@ pub fn compute(obs: &Observation) -> Outcome {
             },
             trigger: intent.trigger.clone(),
             drain_only: intent.drain_only,
+            shard_transfer_mode: obs.transfer.map(|t| t.mode.as_str().to_string()),
             workers: intent.workers.clone(),
             started_at: Some(now.clone()),
             finished_at: started.is_none().then(|| now.clone()),
@@ -300,6 +303,17 @@ pub fn compute(obs: &Observation) -> Outcome {
             "PreflightFailed",
             format!("no shard moves until fixed: {}", problems.join("; ")),
         ));
+    }
+    if let (Some(Some(job_id)), Some(transfer)) = (obs.applied.started_job, obs.transfer) {
+        if !transfer.asynchronous.is_empty() {
+            notes.push(Note::warning(
+                "AsynchronousCommits",
+                format!(
+                    "job {job_id} moves shards with block_writes (writes to each moving schema wait while it is copied), because a logical move could lose writes committed asynchronously: {}",
+                    transfer.asynchronous.join("; ")
+                ),
+            ));
+        }
     }
 
     let registered = catalog.workers().filter(|n| n.active).count();
@@ -492,20 +506,29 @@ fn conditions(
         },
     );
 
-    let preflight = match obs.preflight {
-        Some([]) => Observed::new(
+    let preflight = match (obs.preflight, obs.transfer) {
+        (Some([]), Some(transfer)) if !transfer.asynchronous.is_empty() => Observed::new(
+            PREFLIGHT,
+            true,
+            "ChecksPassedWritesBlocked",
+            format!(
+                "node-to-node connections and metadata sync checked; commits are asynchronous ({}), so shards move with block_writes: writes to each moving schema wait while it is copied, and none is lost",
+                transfer.asynchronous.join("; ")
+            ),
+        ),
+        (Some([]), _) => Observed::new(
             PREFLIGHT,
             true,
             "ChecksPassed",
-            "wal_level, node-to-node connections and metadata sync checked before moving shards",
+            "wal_level, node-to-node connections, metadata sync and synchronous commits of the service roles checked before moving shards",
         ),
-        Some(problems) => Observed::new(
+        (Some(problems), _) => Observed::new(
             PREFLIGHT,
             false,
             "ChecksFailed",
             format!("no shards move until fixed: {}", problems.join("; ")),
         ),
-        None => conditions::carried(PREFLIGHT, &obs.previous.conditions).unwrap_or_else(|| {
+        (None, _) => conditions::carried(PREFLIGHT, &obs.previous.conditions).unwrap_or_else(|| {
             Observed::unknown(PREFLIGHT, "NotRun", "no shard move has been needed yet")
         }),
     };

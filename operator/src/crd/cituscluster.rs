@@ -395,9 +395,27 @@ pub struct RebalanceSpec {
     )]
     pub strategy: String,
     /// How shards are copied: `auto` (default: logical replication, writes keep flowing),
-    /// `force_logical` or `block_writes`.
+    /// `force_logical` or `block_writes` (writes to a moving schema wait while it is copied).
+    /// A logical move can lose commits made with `synchronous_commit=off`; see
+    /// onAsynchronousCommit.
     #[serde(default)]
     pub shard_transfer_mode: ShardTransferMode,
+    /// What happens when, before shards move, some service role's commits are found to be
+    /// asynchronous (`synchronous_commit=off` on a node that holds shards, for the role, its
+    /// database or the server), so that a logical move could lose acknowledged writes:
+    /// `BlockWrites` (default) moves with block_writes, which loses nothing but makes writes to
+    /// each moving schema wait while it is copied; `Refuse` moves nothing (Preflight=False)
+    /// until the setting is changed. With shardTransferMode force_logical such moves are always
+    /// refused.
+    #[serde(default)]
+    pub on_asynchronous_commit: OnAsynchronousCommit,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OnAsynchronousCommit {
+    #[default]
+    BlockWrites,
+    Refuse,
 }
 
 impl Default for RebalanceSpec {
@@ -406,6 +424,7 @@ impl Default for RebalanceSpec {
             policy: RebalancePolicy::default(),
             strategy: default_strategy(),
             shard_transfer_mode: ShardTransferMode::default(),
+            on_asynchronous_commit: OnAsynchronousCommit::default(),
         }
     }
 }
@@ -545,6 +564,10 @@ pub struct RebalanceStatus {
     /// Only draining nodes that should not hold shards.
     #[serde(default)]
     pub drain_only: bool,
+    /// How the job copies shards (Citus's shard_transfer_mode), as Tessera chose it after the
+    /// preflight checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_transfer_mode: Option<String>,
     /// The workers (host:port) the job balances across.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<String>,

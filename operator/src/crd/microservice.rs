@@ -301,6 +301,41 @@ pub struct DatabaseSpec {
     /// keeps them, `Drop` drops the schema with everything in it and the role.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// The role's `synchronous_commit` (ALTER ROLE … SET, on every node), whatever the servers
+    /// say: `on` (default), `remote_apply`, `remote_write`, `local` or `off` (quote it in YAML).
+    /// With `off` a commit returns before it is on disk, and a logical shard move could lose
+    /// it: Tessera then moves shards with block_writes, or refuses (the CitusCluster's
+    /// spec.rebalance.onAsynchronousCommit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronous_commit: Option<SynchronousCommit>,
+}
+
+/// PostgreSQL's `synchronous_commit` values.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SynchronousCommit {
+    #[default]
+    #[serde(rename = "on")]
+    On,
+    #[serde(rename = "remote_apply")]
+    RemoteApply,
+    #[serde(rename = "remote_write")]
+    RemoteWrite,
+    #[serde(rename = "local")]
+    Local,
+    #[serde(rename = "off")]
+    Off,
+}
+
+impl SynchronousCommit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SynchronousCommit::On => "on",
+            SynchronousCommit::RemoteApply => "remote_apply",
+            SynchronousCommit::RemoteWrite => "remote_write",
+            SynchronousCommit::Local => "local",
+            SynchronousCommit::Off => "off",
+        }
+    }
 }
 
 /// A reference to a CitusCluster.

@@ -431,6 +431,7 @@ async fn provision(
         schema: effective.schema.clone(),
         connection_limit: effective.connection_limit,
         distribute: effective.distribute,
+        synchronous_commit: effective.synchronous_commit,
         password: password.clone(),
         password_is_new,
     };
@@ -716,6 +717,10 @@ pub(super) fn describe_step(step: &Step) -> Option<(&'static str, String)> {
         Step::SetSearchPath { role, schema } => (
             "SearchPathSet",
             format!("set search_path of role {role} to {schema}"),
+        ),
+        Step::SetSynchronousCommit { role, value } => (
+            "SynchronousCommitSet",
+            format!("set synchronous_commit of role {role} to {value}"),
         ),
         Step::CreateSchema { schema, role, .. } => (
             "SchemaCreated",

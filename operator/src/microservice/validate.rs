@@ -22,6 +22,8 @@ pub struct Effective {
     pub connection_limit: i32,
     pub deletion_policy: DeletionPolicy,
     pub secret_name: String,
+    /// The role's synchronous_commit.
+    pub synchronous_commit: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +109,7 @@ pub fn validate(ms: &Microservice) -> Result<Effective, ValidationError> {
         .unwrap_or_else(|| namespace.clone());
     Ok(Effective {
         secret_name: secret_name(&name),
+        synchronous_commit: db.synchronous_commit.unwrap_or_default().as_str(),
         name,
         namespace,
         uid,

@@ -139,6 +139,11 @@ pub fn statements(step: &Step) -> Vec<Statement> {
             ident(role),
             ident(schema)
         ))],
+        Step::SetSynchronousCommit { role, value } => vec![Statement::plain(format!(
+            "ALTER ROLE {} SET synchronous_commit TO {}",
+            ident(role),
+            literal(value)
+        ))],
         Step::CreateSchema {
             schema,
             role,

@@ -140,44 +140,58 @@ pub async fn apply(client: &Client, steps: &[NodeStep]) -> Result<Applied, StepE
     Ok(applied)
 }
 
-/// Everything that must hold before shards move: `wal_level=logical` on every node (when
-/// moves use logical replication), every node reachable from every other, metadata synced.
-/// Returns the problems found, each naming the node; empty means go.
+/// What the preflight checks found, each problem naming its node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PreflightFacts {
+    /// Nodes whose `wal_level` is not logical (a problem for logical moves only).
+    pub wal_level: Vec<String>,
+    /// Nodes that cannot reach each other, or whose metadata is not synced.
+    pub problems: Vec<String>,
+    /// How service roles commit where shards move (read when logical moves were asked for).
+    pub commits: super::commits::CommitCheck,
+}
+
+/// Everything that must hold before shards move: `wal_level=logical` on every node, every node
+/// reachable from every other, metadata synced, and (when moves may be logical) how service
+/// roles commit on the nodes that hold shards.
 pub async fn preflight(
     client: &mut Client,
-    needs_logical: bool,
-) -> Result<Vec<String>, tokio_postgres::Error> {
-    // BEGIN, the settings, up to three checks, COMMIT.
-    super::sent(if needs_logical { 6 } else { 5 });
+    logical_requested: bool,
+) -> Result<PreflightFacts, tokio_postgres::Error> {
+    // BEGIN, the settings, three or four checks, COMMIT.
+    super::sent(if logical_requested { 7 } else { 6 });
     let tx = client.transaction().await?;
     // A dead node must not hold the reconcile for Citus's default 30 s connection timeout.
     tx.batch_execute(
         "SET LOCAL statement_timeout = '60s'; SET LOCAL citus.node_connection_timeout = '5s'",
     )
     .await?;
-    let mut problems = Vec::new();
-    if needs_logical {
-        let rows = tx
-            .query(
-                "SELECT n.nodename || ':' || n.nodeport, r.success, r.result \
-                   FROM run_command_on_all_nodes('SHOW wal_level') r \
-                   JOIN pg_dist_node n ON n.nodeid = r.nodeid \
-                  ORDER BY n.nodeid",
-                &[],
-            )
-            .await?;
-        for row in rows {
-            let node: String = row.get(0);
-            let success: bool = row.get(1);
-            let result: String = row.get(2);
-            if !success {
-                problems.push(format!("{node}: cannot check wal_level: {result}"));
-            } else if result != "logical" {
-                problems.push(format!(
-                    "{node}: wal_level is {result}; shard moves need logical"
-                ));
-            }
+    let mut facts = PreflightFacts::default();
+    let rows = tx
+        .query(
+            "SELECT n.nodename || ':' || n.nodeport, r.success, r.result \
+               FROM run_command_on_all_nodes('SHOW wal_level') r \
+               JOIN pg_dist_node n ON n.nodeid = r.nodeid \
+              ORDER BY n.nodeid",
+            &[],
+        )
+        .await?;
+    for row in rows {
+        let node: String = row.get(0);
+        let success: bool = row.get(1);
+        let result: String = row.get(2);
+        if !success {
+            facts
+                .problems
+                .push(format!("{node}: cannot check wal_level: {result}"));
+        } else if result != "logical" {
+            facts.wal_level.push(format!(
+                "{node}: wal_level is {result}; logical shard moves need logical"
+            ));
         }
+    }
+    if logical_requested {
+        facts.commits = super::commits::check(&tx).await?;
     }
     let unreachable = tx
         .query(
@@ -191,7 +205,9 @@ pub async fn preflight(
     for row in unreachable {
         let from: String = row.get(0);
         let to: String = row.get(1);
-        problems.push(format!("{from} cannot connect to {to}"));
+        facts
+            .problems
+            .push(format!("{from} cannot connect to {to}"));
     }
     let unsynced = tx
         .query(
@@ -203,10 +219,12 @@ pub async fn preflight(
         .await?;
     for row in unsynced {
         let node: String = row.get(0);
-        problems.push(format!("{node}: Citus metadata is not synced yet"));
+        facts
+            .problems
+            .push(format!("{node}: Citus metadata is not synced yet"));
     }
     tx.commit().await?;
-    Ok(problems)
+    Ok(facts)
 }
 
 /// The `pg_dist_authinfo` value that lets Citus connect as a role with `password`.

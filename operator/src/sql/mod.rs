@@ -14,6 +14,7 @@
 pub mod apply;
 pub mod catalog;
 pub mod cluster;
+pub mod commits;
 pub mod connect;
 pub mod coordinators;
 pub mod membership;

@@ -18,6 +18,8 @@ pub struct Desired {
     pub password: String,
     /// The password was generated in this reconcile, so the role must get it.
     pub password_is_new: bool,
+    /// The role's synchronous_commit (a value PostgreSQL accepts: on, off, local, ...).
+    pub synchronous_commit: &'static str,
 }
 
 /// What the caller learned about the password before planning (hashing costs CPU, so the plan
@@ -40,6 +42,7 @@ impl std::fmt::Debug for Desired {
             .field("distribute", &self.distribute)
             .field("password", &"<redacted>")
             .field("password_is_new", &self.password_is_new)
+            .field("synchronous_commit", &self.synchronous_commit)
             .finish()
     }
 }
@@ -96,6 +99,11 @@ pub enum Step {
     SetSearchPath {
         role: String,
         schema: String,
+    },
+    /// The role's synchronous_commit, which Citus propagates to every node.
+    SetSynchronousCommit {
+        role: String,
+        value: &'static str,
     },
     /// The password Citus logs in to the workers with when the role queries through the
     /// coordinator (`pg_dist_authinfo`); workers that check passwords need it.
@@ -187,6 +195,9 @@ impl std::fmt::Debug for Step {
                 connection_limit,
             } => write!(f, "AlterRoleAttributes({role}, limit {connection_limit})"),
             Step::SetSearchPath { role, schema } => write!(f, "SetSearchPath({role}, {schema})"),
+            Step::SetSynchronousCommit { role, value } => {
+                write!(f, "SetSynchronousCommit({role}, {value})")
+            }
             Step::SetNodePassword { role, .. } => write!(f, "SetNodePassword({role})"),
             Step::RemoveNodePassword { role } => write!(f, "RemoveNodePassword({role})"),
             Step::CreateSchema { schema, role, .. } => write!(f, "CreateSchema({schema}, {role})"),
@@ -298,6 +309,17 @@ pub fn plan_provision(
         steps.push(Step::SetSearchPath {
             role: role.clone(),
             schema: schema.clone(),
+        });
+    }
+    let commit_setting = format!("synchronous_commit={}", desired.synchronous_commit);
+    let synchronous_commit_set = catalog
+        .role
+        .as_ref()
+        .is_some_and(|state| state.settings.contains(&commit_setting));
+    if !synchronous_commit_set {
+        steps.push(Step::SetSynchronousCommit {
+            role: role.clone(),
+            value: desired.synchronous_commit,
         });
     }
     if catalog.has_citus() {
@@ -480,6 +502,7 @@ mod tests {
             distribute: true,
             password: "pw".into(),
             password_is_new: false,
+            synchronous_commit: "on",
         }
     }
 
@@ -516,7 +539,7 @@ mod tests {
                 comment: Some(owner().comment()),
                 can_login: true,
                 connection_limit: -1,
-                settings: vec!["search_path=orders".into()],
+                settings: vec!["search_path=orders".into(), "synchronous_commit=on".into()],
                 ..RoleState::default()
             }),
             role_authinfo: Some(password_authinfo("pw")),
@@ -530,6 +553,28 @@ mod tests {
             schema_sharding,
             ..Catalog::default()
         }
+    }
+
+    #[test]
+    fn the_role_commits_as_the_microservice_says() {
+        let catalog = provisioned("13.2-1", true);
+        let asynchronous = Desired {
+            synchronous_commit: "off",
+            ..desired()
+        };
+        let steps = plan_provision(&catalog, &asynchronous, &checked()).expect("no conflict");
+        assert!(
+            steps.contains(&Step::SetSynchronousCommit {
+                role: "orders".into(),
+                value: "off"
+            }),
+            "{steps:?}"
+        );
+        // Set already: nothing to do.
+        let steps = plan_provision(&catalog, &desired(), &checked()).expect("no conflict");
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s, Step::SetSynchronousCommit { .. })));
     }
 
     #[test]

@@ -91,6 +91,7 @@ mod tests {
             distribute: true,
             password: password.into(),
             password_is_new: is_new,
+            synchronous_commit: "on",
         }
     }
 

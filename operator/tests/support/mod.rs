@@ -59,6 +59,7 @@ pub fn desired(name: &str, uid: &str) -> Desired {
         distribute: true,
         password: format!("pw-{name}-{uid}"),
         password_is_new: true,
+        synchronous_commit: "on",
     }
 }
 

@@ -44,6 +44,7 @@ pub async fn provision_role(pg: &TempPostgres, name: &str) -> (String, String) {
         distribute: true,
         password: password.clone(),
         password_is_new: true,
+        synchronous_commit: "on",
     };
     provision(
         &tessera::sql::Coordinators::default(),

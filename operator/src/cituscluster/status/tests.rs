@@ -67,6 +67,17 @@ fn compute_with(
     previous: &CitusClusterStatus,
     preflight: Option<&[String]>,
 ) -> Outcome {
+    compute_moving(catalog, plan, applied, previous, preflight, None)
+}
+
+fn compute_moving(
+    catalog: &ClusterCatalog,
+    plan: &Plan,
+    applied: &Applied,
+    previous: &CitusClusterStatus,
+    preflight: Option<&[String]>,
+    transfer: Option<&crate::cituscluster::transfer::Transfer>,
+) -> Outcome {
     compute(&Observation {
         endpoint: "main-coordinator.db.svc.cluster.local:5432/postgres".into(),
         selector: Some("tessera.dev/cluster=main,tessera.dev/role=worker".into()),
@@ -75,6 +86,7 @@ fn compute_with(
         plan,
         applied,
         preflight,
+        transfer,
         unprepared: &[],
         sizes: Some(&[(1, 8192)]),
         previous,
@@ -96,13 +108,12 @@ fn reasons(outcome: &Outcome) -> Vec<&'static str> {
     outcome.notes.iter().map(|n| n.reason).collect()
 }
 
-#[test]
-fn a_started_rebalance_is_recorded_and_announced() {
-    let catalog = catalog(&[(1, 3), (2, 0)]);
+/// A plan that starts the rebalance of a scale-out to two workers.
+fn scale_out_starting(catalog: &ClusterCatalog) -> Plan {
     let mut plan = plan(
         vec![
-            view(&catalog, 1, NodeState::Active),
-            view(&catalog, 2, NodeState::Active),
+            view(catalog, 1, NodeState::Active),
+            view(catalog, 2, NodeState::Active),
         ],
         Phase::Starting { drain_only: false },
     );
@@ -113,6 +124,13 @@ fn a_started_rebalance_is_recorded_and_announced() {
         request: None,
         attempt: 1,
     });
+    plan
+}
+
+#[test]
+fn a_started_rebalance_is_recorded_and_announced() {
+    let catalog = catalog(&[(1, 3), (2, 0)]);
+    let plan = scale_out_starting(&catalog);
     let applied = Applied {
         steps: Vec::new(),
         started_job: Some(Some(41)),
@@ -137,6 +155,47 @@ fn a_started_rebalance_is_recorded_and_announced() {
     assert_eq!(outcome.status.shards, Some(3));
     assert_eq!(outcome.status.replicas, Some(2));
     assert_eq!(outcome.status.nodes[1].size.as_deref(), Some("8.0 KiB"));
+}
+
+#[test]
+fn a_job_that_blocks_writes_because_of_asynchronous_commits_says_so() {
+    let catalog = catalog(&[(1, 3), (2, 0)]);
+    let plan = scale_out_starting(&catalog);
+    let applied = Applied {
+        steps: Vec::new(),
+        started_job: Some(Some(7)),
+    };
+    let transfer = crate::cituscluster::transfer::Transfer {
+        mode: crate::crd::cituscluster::ShardTransferMode::BlockWrites,
+        asynchronous: vec![
+            "role orders commits asynchronously on w1:5432 (ALTER ROLE orders SET synchronous_commit = off)"
+                .into(),
+        ],
+    };
+    let outcome = compute_moving(
+        &catalog,
+        &plan,
+        &applied,
+        &CitusClusterStatus::default(),
+        Some(&[]),
+        Some(&transfer),
+    );
+    let rebalance = outcome.status.rebalance.clone().expect("recorded");
+    assert_eq!(
+        rebalance.shard_transfer_mode.as_deref(),
+        Some("block_writes")
+    );
+    let preflight = condition(&outcome, PREFLIGHT);
+    assert!(preflight.status);
+    assert_eq!(preflight.reason, "ChecksPassedWritesBlocked");
+    assert!(preflight
+        .message
+        .contains("role orders commits asynchronously"));
+    assert_eq!(
+        reasons(&outcome),
+        vec!["RebalanceStarted", "AsynchronousCommits"]
+    );
+    assert!(outcome.notes[1].warning);
 }
 
 #[test]

@@ -31,11 +31,11 @@ check-crds:
 
 ## Render manifests/install.yaml from the Helm chart (helm built by the e2e tools).
 manifests:
-	$(CARGO) run -q -p tessera-e2e -- manifests
+	$(CARGO) run -q -p tessera-release -- manifests
 
 ## Fail when manifests/install.yaml differs from the chart.
 check-manifests:
-	$(CARGO) run -q -p tessera-e2e -- manifests --check
+	$(CARGO) run -q -p tessera-release -- manifests --check
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 IMAGE ?= tessera/operator:$(VERSION)
@@ -44,8 +44,8 @@ IMAGE_ARCHIVE ?= target/image/tessera-operator-$(VERSION).tar
 ## `docker load`), checked with go-containerregistry.
 image:
 	$(CARGO) build -q --profile dist -p tessera-operator --bin operator
-	$(CARGO) run -q -p tessera-e2e --bin image-archive -- target/dist/operator $(IMAGE_ARCHIVE) $(IMAGE)
-	$(CARGO) run -q -p tessera-e2e -- check-image $(IMAGE_ARCHIVE)
+	$(CARGO) run -q -p tessera-release --bin image-archive -- target/dist/operator $(IMAGE_ARCHIVE) $(IMAGE)
+	$(CARGO) run -q -p tessera-release -- check-image $(IMAGE_ARCHIVE)
 
 build:
 	$(CARGO) build --workspace --release
@@ -70,4 +70,4 @@ SERVICES ?= 100,1000
 ## The operator at scale: a real control plane and database, the operator as it ships, N
 ## Microservices at once; figures for provisioning, the steady state and a restart.
 bench-operator:
-	$(CARGO) run -q --release -p tessera-e2e --bin bench-operator -- --services $(SERVICES) $(BENCH_OPERATOR_ARGS)
+	$(CARGO) run -q --release -p tessera-bench --bin bench-operator -- --services $(SERVICES) $(BENCH_OPERATOR_ARGS)

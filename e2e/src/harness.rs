@@ -10,21 +10,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::controlplane::State;
 use crate::process::{self, Managed};
-
-/// The workspace root (the folder holding crds/ and manifests/).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-/// Where cargo puts this workspace's builds.
-pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
+use crate::workspace::{target_dir, workspace_root};
 
 /// Builds the packages' binaries (a no-op when they are up to date) into `target/debug`.
 pub fn build(packages: &[&str]) -> Result<()> {

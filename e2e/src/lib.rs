@@ -11,3 +11,4 @@ pub mod pki;
 pub mod podrunner;
 pub mod process;
 pub mod tools;
+pub mod workspace;

@@ -77,6 +77,14 @@ pub struct Tools {
 }
 
 impl Tools {
+    /// Runs one of `tessera-checks`' checks (kind's config types, go-containerregistry,
+    /// gopher-lua); its stdout, or an error with its stderr.
+    pub fn check(&self, args: &[&str]) -> Result<String> {
+        let mut command = Command::new(self.path("tessera-checks")?);
+        command.args(args);
+        crate::process::stdout_of(command, &format!("tessera-checks {}", args.join(" ")))
+    }
+
     /// The path of binary `name` (kube-apiserver, etcd, kwok, helm, ...).
     pub fn path(&self, name: &str) -> Result<&Path> {
         self.paths

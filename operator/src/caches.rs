@@ -38,6 +38,63 @@ pub fn watch_config() -> watcher::Config {
     watcher::Config::default().page_size(LIST_PAGE)
 }
 
+/// `K` in `namespace`, or in all namespaces (the operator's scope).
+pub fn scoped_api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Who wrote which field is the API server's business; a thousand cached objects' worth of it
+/// would be most of the operator's memory.
+pub fn without_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
+/// A watch of `api` cached in a store (without managed fields), and the stream of the objects
+/// it touches (for a controller's triggers).
+pub fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config).modify(without_managed_fields))
+        .default_backoff()
+        .touched_objects();
+    (store, stream)
+}
+
+/// Drives a controller's results to their end: each failed reconcile was logged by the error
+/// policy already, so here only at debug level.
+pub async fn drain<T, E: std::fmt::Display>(
+    results: impl futures::Stream<Item = Result<T, E>>,
+    kind: &'static str,
+) {
+    results
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, kind, "reconcile ended with an error");
+            }
+        })
+        .await;
+}
+
 /// Only what tells whether an object changed (and a namespace's labels) is kept of
 /// metadata-only objects.
 fn slim<K: Resource>(object: &mut K) {
@@ -51,16 +108,9 @@ impl Caches {
     /// The caches, and the future that fills them (run it for as long as they are used).
     /// `namespace` limits the CitusCluster and Secret watches as the operator's own scope does.
     pub fn start(client: &Client, namespace: Option<&str>) -> (Self, impl Future<Output = ()>) {
-        let scoped = |client: &Client| -> (Api<CitusCluster>, Api<PartialObjectMeta<Secret>>) {
-            match namespace {
-                Some(ns) => (
-                    Api::namespaced(client.clone(), ns),
-                    Api::namespaced(client.clone(), ns),
-                ),
-                None => (Api::all(client.clone()), Api::all(client.clone())),
-            }
-        };
-        let (cluster_api, secret_api) = scoped(client);
+        let scope = namespace.map(String::from);
+        let cluster_api: Api<CitusCluster> = scoped_api(client, &scope);
+        let secret_api: Api<PartialObjectMeta<Secret>> = scoped_api(client, &scope);
         let (clusters, cluster_writer) = reflector::store();
         let (namespaces, namespace_writer) = reflector::store();
         let (secrets, secret_writer) = reflector::store();
@@ -106,9 +156,11 @@ impl Caches {
     }
 
     /// Waits until the CitusCluster cache has listed once (the operator has reached the API
-    /// server and may read what it watches).
+    /// server and may read what it watches). Polled, see `is_ready`.
     pub async fn ready(&self) {
-        let _ = self.clusters.wait_until_ready().await;
+        while !is_ready(&self.clusters) {
+            tokio::time::sleep(READY_POLL).await;
+        }
     }
 
     /// The CitusCluster `namespace/name`.
@@ -119,7 +171,7 @@ impl Caches {
         name: &str,
     ) -> Result<Option<Arc<CitusCluster>>, kube::Error> {
         let watched = self.scope.as_deref().is_none_or(|scope| scope == namespace);
-        if watched && self.clusters.wait_until_ready().now_or_never_ready() {
+        if watched && is_ready(&self.clusters) {
             return Ok(self.clusters.get(&ObjectRef::new(name).within(namespace)));
         }
         let api: Api<CitusCluster> = Api::namespaced(client.clone(), namespace);
@@ -199,13 +251,98 @@ impl Caches {
     }
 }
 
-/// Whether a store has finished its first list, without waiting.
-trait ReadyNow {
-    fn now_or_never_ready(self) -> bool;
+/// A store filled by one controller's watch and read by another, with its own flag for the end of
+/// the first list: the controller that fills it awaits the store's ready signal, and a look at
+/// that signal from elsewhere (`is_ready`) would take its wakeup away.
+#[derive(Clone)]
+pub struct SharedStore<K: kube::runtime::reflector::Lookup + Clone + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    pub store: Store<K>,
+    listed: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl<F: Future<Output = Result<(), reflector::store::WriterDropped>>> ReadyNow for F {
-    fn now_or_never_ready(self) -> bool {
-        matches!(futures::FutureExt::now_or_never(self), Some(Ok(())))
+impl<K> SharedStore<K>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    /// The shared store and the writer its controller fills it with.
+    pub fn new() -> (Self, reflector::store::Writer<K>)
+    where
+        K::DynamicType: Default,
+    {
+        let (store, writer) = reflector::store();
+        let shared = Self {
+            store,
+            listed: Arc::default(),
+        };
+        (shared, writer)
+    }
+
+    /// Whether the first list has been cached.
+    pub fn is_listed(&self) -> bool {
+        self.listed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// To be called with each event after the store applied it.
+    pub fn note(&self, event: &watcher::Event<K>) {
+        if matches!(event, watcher::Event::InitDone) {
+            self.listed
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+/// How often a wait for a cache looks again.
+pub const READY_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Whether a store has finished its first list, without waiting. Never `.await` a store's
+/// `wait_until_ready()` where another task may wait on the same store: kube's ready signal is a
+/// one-shot channel with room for one waker, so of several tasks waiting at once all but the
+/// last polled are never woken (a reconcile of a restarted operator hung on it for good; see the
+/// test below). Callers look again after `READY_POLL` instead. Only for stores nobody awaits:
+/// this look too takes the waker's place (see `SharedStore`).
+pub fn is_ready<K>(store: &Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    matches!(
+        futures::FutureExt::now_or_never(store.wait_until_ready()),
+        Some(Ok(()))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use std::time::Duration;
+
+    /// What `is_ready` works around: two tasks await one store's readiness, and when it comes
+    /// only one of them wakes. If kube fixes its ready signal this test fails, and awaiting it
+    /// becomes safe.
+    #[tokio::test]
+    async fn of_two_waiters_on_a_store_one_is_never_woken() {
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.wait_until_ready().await.is_ok() })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let mut woken = 0;
+        for waiter in waiters {
+            if let Ok(Ok(true)) = tokio::time::timeout(Duration::from_secs(2), waiter).await {
+                woken += 1;
+            }
+        }
+        assert_eq!(woken, 1, "kube wakes one waiter only");
+        assert!(is_ready(&store), "a look finds it ready all the same");
     }
 }

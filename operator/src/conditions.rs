@@ -53,6 +53,96 @@ impl Observed {
     }
 }
 
+/// Where a resource stands, as `summary` turns it into kstatus's Ready, Reconciling and Stalled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Everything is as the spec asks.
+    Ready { message: String },
+    /// On its way by itself (a rollout, a rebalance, a cleanup that waits).
+    Progressing { reason: String, message: String },
+    /// Failed this time; retried with backoff.
+    Retrying { reason: String, message: String },
+    /// Waiting for a person to fix something.
+    Stalled { reason: String, message: String },
+}
+
+/// Ready, Reconciling and Stalled for `standing`: the one summary both resources write.
+pub fn summary(standing: &Standing) -> [Observed; 3] {
+    let not_stalled = || Observed::new(STALLED, false, "NotStalled", "no problem needs a person");
+    match standing {
+        Standing::Ready { message } => [
+            Observed::new(READY, true, "Ready", message.clone()),
+            Observed::new(RECONCILING, false, "Reconciled", "nothing to do"),
+            not_stalled(),
+        ],
+        Standing::Progressing { reason, message } => [
+            Observed::new(READY, false, reason, message.clone()),
+            Observed::new(RECONCILING, true, reason, message.clone()),
+            not_stalled(),
+        ],
+        Standing::Retrying { reason, message } => [
+            Observed::new(READY, false, reason, message.clone()),
+            Observed::new(
+                RECONCILING,
+                true,
+                "Retrying",
+                format!("retrying with backoff: {message}"),
+            ),
+            not_stalled(),
+        ],
+        Standing::Stalled { reason, message } => [
+            Observed::new(READY, false, reason, message.clone()),
+            Observed::new(
+                RECONCILING,
+                false,
+                reason,
+                "waiting for the problem to be fixed",
+            ),
+            Observed::new(STALLED, true, reason, message.clone()),
+        ],
+    }
+}
+
+/// Conditions in the order they are written, each set by its type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConditionSet(Vec<Observed>);
+
+impl ConditionSet {
+    /// Sets `condition` in place of the one of its type, or appends it.
+    pub fn set(&mut self, condition: Observed) {
+        match self.0.iter_mut().find(|c| c.type_ == condition.type_) {
+            Some(existing) => *existing = condition,
+            None => self.0.push(condition),
+        }
+    }
+
+    pub fn extend(&mut self, conditions: impl IntoIterator<Item = Observed>) {
+        for condition in conditions {
+            self.set(condition);
+        }
+    }
+
+    pub fn get(&self, type_: &str) -> Option<&Observed> {
+        self.0.iter().find(|c| c.type_ == type_)
+    }
+
+    pub fn as_slice(&self) -> &[Observed] {
+        &self.0
+    }
+
+    pub fn into_vec(self) -> Vec<Observed> {
+        self.0
+    }
+}
+
+impl FromIterator<Observed> for ConditionSet {
+    fn from_iter<I: IntoIterator<Item = Observed>>(iter: I) -> Self {
+        let mut set = ConditionSet::default();
+        set.extend(iter);
+        set
+    }
+}
+
 /// The condition `type_` as `previous` holds it, to carry over unchanged.
 pub fn carried(type_: &'static str, previous: &[Condition]) -> Option<Observed> {
     previous
@@ -107,6 +197,45 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 mod tests {
     use super::*;
     use k8s_openapi::jiff::Timestamp;
+
+    #[test]
+    fn the_summary_says_who_acts_next() {
+        let [ready, reconciling, stalled] = summary(&Standing::Ready {
+            message: "fine".into(),
+        });
+        assert!(ready.status && !reconciling.status && !stalled.status);
+        let [ready, reconciling, stalled] = summary(&Standing::Retrying {
+            reason: "DatabaseUnreachable".into(),
+            message: "down".into(),
+        });
+        assert_eq!(ready.reason, "DatabaseUnreachable");
+        assert!(!ready.status && reconciling.status && !stalled.status);
+        assert_eq!(reconciling.message, "retrying with backoff: down");
+        let [_, reconciling, stalled] = summary(&Standing::Stalled {
+            reason: "Conflict".into(),
+            message: "taken".into(),
+        });
+        assert!(!reconciling.status && stalled.status);
+        assert_eq!(
+            (stalled.reason.as_str(), stalled.message.as_str()),
+            ("Conflict", "taken")
+        );
+    }
+
+    #[test]
+    fn a_condition_set_replaces_by_type_and_keeps_the_order() {
+        let mut set: ConditionSet = [
+            Observed::new(READY, false, "A", "a"),
+            Observed::new(STALLED, false, "B", "b"),
+        ]
+        .into_iter()
+        .collect();
+        set.set(Observed::new(READY, true, "C", "c"));
+        set.set(Observed::new(RECONCILING, false, "D", "d"));
+        let types: Vec<&str> = set.as_slice().iter().map(|c| c.type_).collect();
+        assert_eq!(types, [READY, STALLED, RECONCILING]);
+        assert_eq!(set.get(READY).map(|c| c.reason.as_str()), Some("C"));
+    }
 
     fn time(seconds: i64) -> Time {
         Time(Timestamp::from_second(seconds).expect("valid timestamp"))

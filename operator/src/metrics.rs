@@ -156,15 +156,18 @@ impl Metrics {
 
     /// Runs `reconcile` of `controller` and records its outcome (a failure under `reason`'s
     /// name for it) and duration.
-    pub async fn observe<T, E>(
+    pub async fn observe<T, E: crate::reasons::Classify>(
         &self,
         controller: &'static str,
-        reason: impl Fn(&E) -> &'static str,
         reconcile: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
         let started = Instant::now();
         let result = reconcile.await;
-        self.reconciled(controller, started, result.as_ref().err().map(reason));
+        self.reconciled(
+            controller,
+            started,
+            result.as_ref().err().map(|e| e.reason()),
+        );
         result
     }
 

@@ -11,6 +11,8 @@ use sha2::{Digest, Sha256};
 
 pub const FIELD_MANAGER: &str = "tessera";
 
+use crate::keys::{APPLIED_ANNOTATION, OWNER_ANNOTATION};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error("{kind} {name:?} exists and is not Tessera's ({holder}); it was left as it is")]
@@ -34,11 +36,6 @@ pub enum ApplyError {
         source: serde_json::Error,
     },
 }
-
-/// Names the Tessera resource an object belongs to (its uid) where no owner reference may: a
-/// CitusCluster's StatefulSets and Services carry no owner reference, so that nothing but
-/// Tessera (no garbage collection of any deletion mode) removes them while services use them.
-pub const OWNER_ANNOTATION: &str = "tessera.dev/owner";
 
 /// Whether `existing` belongs to the object with uid `owner_uid`: controlled by it, or carrying
 /// its uid in `OWNER_ANNOTATION` with no controller at all.
@@ -73,9 +70,6 @@ where
         }),
     }
 }
-
-/// The annotation that carries a digest of what Tessera last applied to an object.
-pub const APPLIED_ANNOTATION: &str = "tessera.dev/applied";
 
 /// Whether `actual` holds everything `wanted` says. Absent, null and empty values in `wanted`
 /// ask for nothing; lists must match element by element.

@@ -175,7 +175,7 @@ fn the_cluster_pods_restart_when_and_only_when_the_configuration_changes() {
             .spec
             .and_then(|s| s.template.metadata)
             .and_then(|m| m.annotations)
-            .and_then(|a| a.get(cluster_build::CONFIG_DIGEST_ANNOTATION).cloned())
+            .and_then(|a| a.get(tessera::keys::CONFIG_DIGEST_ANNOTATION).cloned())
             .expect("digest annotation")
     };
     assert_eq!(
@@ -198,7 +198,10 @@ fn secret_uris_are_percent_encoded() {
         data["uri"],
         "postgresql://users_rw:p%40ss%3Aw%2Frd%3F%26%3D@coordinator.citus.svc:5432/app?sslmode=require"
     );
-    assert_eq!(data["DATABASE_URL"], data["uri"]);
+    assert_eq!(
+        data["DATABASE_URL"],
+        "postgresql://users_rw:p%40ss%3Aw%2Frd%3F%26%3D@coordinator.citus.svc:5432/app?sslmode=require"
+    );
     assert_eq!(
         data["jdbc-uri"],
         "jdbc:postgresql://coordinator.citus.svc:5432/app?user=users_rw&password=p%40ss%3Aw%2Frd%3F%26%3D&sslmode=require"
@@ -232,21 +235,35 @@ fn secret_uris_are_percent_encoded() {
 fn the_pods_roll_when_and_only_when_the_secret_changes() {
     let ms = read_microservice(&fixtures().join("builders/minimal/microservice.yaml"));
     let effective = validate(&ms).expect("valid");
-    let template_digest = |password: &str| {
+    // The annotation the Deployment carries, and what the Secret written beside it holds.
+    let built = |password: &str| {
         let data = build::secret_data(&ConnectionDetails {
             password: password.into(),
             ..details()
         });
         let deployment = build::deployment(&ms, &effective, &build::secret_digest(&data));
-        deployment
+        let annotation = deployment
             .spec
             .and_then(|s| s.template.metadata)
             .and_then(|m| m.annotations)
-            .and_then(|a| a.get(build::SECRET_DIGEST_ANNOTATION).cloned())
-            .expect("digest annotation")
+            .and_then(|a| a.get(tessera::keys::SECRET_DIGEST_ANNOTATION).cloned())
+            .expect("digest annotation");
+        let secret = build::secret(&ms, &effective, &data);
+        (annotation, secret)
     };
-    assert_eq!(template_digest("one"), template_digest("one"));
-    assert_ne!(template_digest("one"), template_digest("two"));
+    let (one, secret) = built("one");
+    // The digest is of the Secret's content as the API server stores it: decoded from the
+    // Secret object, not from the map the builder was given.
+    let stored: std::collections::BTreeMap<String, String> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).expect("text")))
+        .collect();
+    assert_eq!(one, build::secret_digest(&stored));
+    assert_eq!(one.len(), 32, "a 128-bit hex digest: {one}");
+    let (two, _) = built("two");
+    assert_ne!(one, two, "a new password rolls the pods");
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod support;
 
 use support::*;
 use tessera::microservice::database::DatabaseError;
+use tessera::reasons::Classify;
 use tessera::sql::{self, catalog, scram, Cleanup, ConnectError, Step};
 
 fn step_names(steps: &[Step]) -> Vec<String> {

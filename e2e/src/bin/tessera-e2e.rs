@@ -20,7 +20,7 @@ use tessera_e2e::tools::Tools;
 use tessera_e2e::{podrunner, process};
 
 const USAGE: &str =
-    "usage: tessera-e2e tools | manifests [--check] | check-image ARCHIVE | up DIR [NODES] | pod-runner DIR | demo DIR | down DIR";
+    "usage: tessera-e2e tools | up DIR [NODES] | pod-runner DIR | demo DIR | down DIR";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -34,14 +34,6 @@ async fn main() -> ExitCode {
     let dir = args.get(1).map(PathBuf::from);
     let result = match (args.first().map(String::as_str), dir) {
         (Some("tools"), _) => tools(),
-        (Some("check-image"), Some(archive)) => Tools::ensure().and_then(|tools| {
-            let checked = tessera_e2e::chart::check_image(&tools, &archive)?;
-            println!("{checked}");
-            Ok(())
-        }),
-        (Some("manifests"), _) => Tools::ensure().and_then(|tools| {
-            tessera_e2e::chart::write_or_check(&tools, args.iter().any(|a| a == "--check"))
-        }),
         (Some("up"), Some(dir)) => up(&dir, args.get(2).and_then(|n| n.parse().ok()).unwrap_or(3)),
         (Some("pod-runner"), Some(dir)) => pod_runner(&dir).await,
         (Some("demo"), Some(dir)) => demo(&dir).await,
@@ -163,7 +155,7 @@ async fn run_demo(dir: &Path) -> Result<()> {
     // A short resync, so the status soon shows where the services' tables went.
     harness::start_operator(&state, &operator, &[("TESSERA_RESYNC_INTERVAL", "10")])?;
 
-    let root = harness::workspace_root();
+    let root = tessera_e2e::workspace::workspace_root();
     let examples = root.join("manifests/examples");
     let citus = pgtemp::Installation::detect()?.has_extension("citus");
     let coordinator = if citus {

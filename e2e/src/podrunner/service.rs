@@ -38,7 +38,7 @@ pub fn start(
 ) -> Result<Managed> {
     let image = container.image.clone().unwrap_or_default();
     let binary = binary_for(&image).with_context(|| format!("no binary in image {image:?}"))?;
-    let path = harness::target_dir().join("debug").join(&binary);
+    let path = crate::workspace::target_dir().join("debug").join(&binary);
     if !path.is_file() {
         bail!(
             "image {image} runs {}, which is not built (cargo build -p {binary})",

@@ -209,7 +209,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     // The Microservice controller's cache is shared: the CitusCluster controller reads who uses
     // a cluster from it, and hears when a Microservice is gone.
-    let (microservices, microservice_cache) = kube::runtime::reflector::store();
+    let (microservices, microservice_cache) = tessera::caches::SharedStore::new();
     let (gone_tx, gone_rx) = futures::channel::mpsc::unbounded();
     // The caches are filled for as long as the controllers run; they end on a signal.
     let controllers = futures::future::select(
@@ -219,7 +219,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 tessera::microservice::run(
                     ctx.clone(),
                     args.namespace.clone(),
-                    microservice_cache,
+                    (microservices.clone(), microservice_cache),
                     gone_tx,
                 ),
                 tessera::cituscluster::run(

@@ -18,14 +18,14 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 
 use super::naming::{
-    ClusterNames, CLUSTER_LABEL, COORDINATOR_ROLE, DATABASE, POSTGRES_PORT, ROLE_LABEL, SUPERUSER,
-    WORKER_ROLE,
+    ClusterNames, COORDINATOR_ROLE, DATABASE, POSTGRES_PORT, SUPERUSER, WORKER_ROLE,
 };
 use crate::crd::cituscluster::{CitusCluster, CredentialsSecretRef, ManagedCluster, StorageSpec};
-use crate::microservice::build::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::keys::{
+    CLUSTER_LABEL, CONFIG_DIGEST_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, OWNER_ANNOTATION,
+    ROLE_LABEL,
+};
 
-/// Pod template annotation carrying a digest of the configuration, so pods restart with it.
-pub const CONFIG_DIGEST_ANNOTATION: &str = "tessera.dev/config-digest";
 pub const CONTAINER_NAME: &str = "postgres";
 const CONFIG_DIR: &str = "/etc/tessera";
 const DATA_DIR: &str = "/var/lib/postgresql/data";
@@ -205,7 +205,7 @@ fn owned_metadata(
         namespace: Some(names.namespace.clone()),
         labels: Some(labels(names, role)),
         annotations: Some(BTreeMap::from([(
-            crate::ssa::OWNER_ANNOTATION.to_string(),
+            OWNER_ANNOTATION.to_string(),
             cluster.metadata.uid.clone().unwrap_or_default(),
         )])),
         ..ObjectMeta::default()

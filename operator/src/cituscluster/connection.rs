@@ -44,7 +44,20 @@ pub enum ClusterError {
 }
 
 impl ClusterError {
-    pub fn reason(&self) -> &'static str {
+    /// Whether a person has to act (everything but API hiccups and clusters still starting).
+    /// Whether the cluster or its credentials are gone, as opposed to failing to be read.
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self,
+            ClusterError::NotFound { .. }
+                | ClusterError::CredentialsSecretMissing { .. }
+                | ClusterError::CredentialsKeyMissing { .. }
+        )
+    }
+}
+
+impl crate::reasons::Classify for ClusterError {
+    fn reason(&self) -> &'static str {
         match self {
             ClusterError::NotFound { .. } => "ClusterNotFound",
             ClusterError::NotAllowed { .. } => "ClusterNotAllowed",
@@ -58,19 +71,8 @@ impl ClusterError {
         }
     }
 
-    /// Whether a person has to act (everything but API hiccups and clusters still starting).
-    pub fn needs_attention(&self) -> bool {
+    fn needs_attention(&self) -> bool {
         !matches!(self, ClusterError::Kube(_) | ClusterError::NotReady { .. })
-    }
-
-    /// Whether the cluster or its credentials are gone, as opposed to failing to be read.
-    pub fn is_gone(&self) -> bool {
-        matches!(
-            self,
-            ClusterError::NotFound { .. }
-                | ClusterError::CredentialsSecretMissing { .. }
-                | ClusterError::CredentialsKeyMissing { .. }
-        )
     }
 }
 

@@ -29,8 +29,8 @@ pub enum DatabaseError {
     NotSuperuser(String),
 }
 
-impl DatabaseError {
-    pub fn reason(&self) -> &'static str {
+impl crate::reasons::Classify for DatabaseError {
+    fn reason(&self) -> &'static str {
         match self {
             DatabaseError::Connect(ConnectError::Unreachable { .. }) => "CoordinatorUnreachable",
             DatabaseError::Connect(ConnectError::Authentication { .. }) => "CredentialsRejected",
@@ -45,7 +45,7 @@ impl DatabaseError {
         }
     }
 
-    pub fn needs_attention(&self) -> bool {
+    fn needs_attention(&self) -> bool {
         matches!(
             self,
             DatabaseError::Connect(ConnectError::Authentication { .. })

@@ -13,11 +13,8 @@ use kube::ResourceExt;
 use super::connection::allows;
 use crate::conditions::Observed;
 use crate::crd::{CitusCluster, Microservice};
+use crate::keys::DELETE_IN_USE_ANNOTATION;
 
-/// Held while the cluster exists; released once nothing uses it (or a person forces it).
-pub const FINALIZER: &str = "tessera.dev/in-use-protection";
-/// Set to "true" to delete a CitusCluster although Microservices still use it.
-pub const DELETE_IN_USE_ANNOTATION: &str = "tessera.dev/delete-in-use";
 /// The condition that says why a deleted cluster is still there.
 pub const DELETING: &str = "Deleting";
 /// Users named in a condition or Event; the rest are counted.
@@ -61,7 +58,7 @@ pub fn users<'a>(
                 && ms
                     .finalizers()
                     .iter()
-                    .any(|f| f == crate::microservice::FINALIZER);
+                    .any(|f| f == crate::keys::MICROSERVICE_FINALIZER);
             (!deleted || cleaning_up).then(|| User {
                 namespace,
                 name: ms.name_any(),
@@ -223,7 +220,7 @@ spec:
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             ));
         if finalizer {
-            ms.metadata.finalizers = Some(vec![crate::microservice::FINALIZER.to_string()]);
+            ms.metadata.finalizers = Some(vec![crate::keys::MICROSERVICE_FINALIZER.to_string()]);
         }
         ms
     }

@@ -17,8 +17,10 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::cituscluster::{CitusClusterStatus, RebalancePolicy, RebalanceSpec};
-use crate::sql::cluster::{ClusterCatalog, Node};
+use crate::crd::cituscluster::{
+    CitusClusterStatus, RebalancePolicy, RebalanceSpec, RebalanceStatus,
+};
+use crate::sql::cluster::{ClusterCatalog, Job, JobState, Node};
 use crate::sql::membership::NodeStep;
 
 /// A worker pod, or the place of one, as Kubernetes shows it.
@@ -130,6 +132,11 @@ impl WorkerView {
     pub fn sole_placements(&self) -> i64 {
         self.node.as_ref().map(|n| n.sole_placements).unwrap_or(0)
     }
+
+    /// Its shards are to move off (its ordinal is at or above the desired count).
+    pub fn is_leaving(&self) -> bool {
+        matches!(self.state, NodeState::Draining | NodeState::Leaving)
+    }
 }
 
 /// Where the cluster stands, which the conditions report.
@@ -198,287 +205,309 @@ pub fn retry_delay(attempts: i32) -> Duration {
 }
 
 pub fn plan(input: &Inputs) -> Plan {
-    let catalog = input.catalog;
-    let managed_desired = match input.topology {
-        Topology::Managed { desired } => Some(desired),
-        Topology::External => None,
-    };
-    let workers = classify(input);
     let mut plan = Plan {
         steps: Vec::new(),
         bootstrap: Vec::new(),
-        worker_replicas: None,
+        worker_replicas: managed_desired(input).map(|desired| worker_replicas(input, desired)),
         job: None,
         stops_job: false,
         phase: Phase::Balanced,
         members: Vec::new(),
         adopt_balanced: None,
-        workers,
+        workers: classify(input),
     };
-    plan.worker_replicas = managed_desired.map(|desired| worker_replicas(input, desired));
-    if !catalog.has_citus() {
+    if !input.catalog.has_citus() {
         return plan;
     }
+    place_coordinator(input, &mut plan);
+    mark_shard_holders(input, &mut plan);
+    join_ready_workers(input, &mut plan);
+    plan.members = members(input, &plan.workers);
+    let history = History::of(input);
+    if let Some(job) = input.catalog.active_job() {
+        follow_running_job(job, &history, &mut plan);
+    } else if plan.workers.iter().any(WorkerView::is_leaving) {
+        drain_or_remove(input, &history, &mut plan);
+    } else {
+        remove_stale_rows(input, &mut plan);
+        rebalance_if_changed(input, &history, &mut plan);
+    }
+    plan
+}
 
-    // The coordinator by its stable name. An external cluster's coordinator row is the
-    // administrator's unless there is none and Tessera registers workers.
-    let (coordinator_host, coordinator_port) = input.coordinator;
-    let coordinator = catalog.coordinator();
-    let set_coordinator = match (input.topology, coordinator) {
-        (_, None) => managed_desired.is_some() || !input.slots.is_empty(),
-        (Topology::Managed { .. }, Some(node)) => {
-            node.name != coordinator_host || node.port != coordinator_port
-        }
+fn managed_desired(input: &Inputs) -> Option<i32> {
+    match input.topology {
+        Topology::Managed { desired } => Some(desired),
+        Topology::External => None,
+    }
+}
+
+/// The coordinator by its stable name. An external cluster's coordinator row is the
+/// administrator's unless there is none and Tessera registers workers.
+fn place_coordinator(input: &Inputs, plan: &mut Plan) {
+    let (host, port) = input.coordinator;
+    let set = match (input.topology, input.catalog.coordinator()) {
+        (_, None) => managed_desired(input).is_some() || !input.slots.is_empty(),
+        (Topology::Managed { .. }, Some(node)) => node.name != host || node.port != port,
         (Topology::External, Some(_)) => false,
     };
-    if set_coordinator {
+    if set {
         plan.steps.push(NodeStep::SetCoordinatorHost {
-            host: coordinator_host.to_string(),
-            port: coordinator_port,
+            host: host.to_string(),
+            port,
         });
     }
+}
 
-    // Managed: who may hold shards. The coordinator only when no worker is wanted; it takes
-    // the shards before the last worker drains onto it.
-    if let Some(desired) = managed_desired {
-        if let Some(node) = coordinator {
-            let wanted = desired == 0;
-            if node.should_have_shards != wanted {
-                plan.steps.push(should_have_shards(node, wanted));
-            }
-        }
-        for worker in &plan.workers {
-            let Some(node) = &worker.node else { continue };
-            let leaving = matches!(worker.state, NodeState::Draining | NodeState::Leaving);
-            let keep = matches!(
-                worker.state,
-                NodeState::Active | NodeState::NotReady | NodeState::Missing
-            );
-            if leaving && node.should_have_shards {
-                plan.steps.push(should_have_shards(node, false));
-            } else if keep && !node.should_have_shards {
-                // A drain that was cancelled by raising replicas again.
-                plan.steps.push(should_have_shards(node, true));
-            }
+/// Managed: who may hold shards. The coordinator only when no worker is wanted; it takes the
+/// shards before the last worker drains onto it.
+fn mark_shard_holders(input: &Inputs, plan: &mut Plan) {
+    let Some(desired) = managed_desired(input) else {
+        return;
+    };
+    if let Some(node) = input.catalog.coordinator() {
+        let wanted = desired == 0;
+        if node.should_have_shards != wanted {
+            plan.steps.push(should_have_shards(node, wanted));
         }
     }
-
-    // Ready pods join.
     for worker in &plan.workers {
-        if worker.state == NodeState::Joining {
-            if managed_desired.is_some() {
-                plan.bootstrap.push((worker.host.clone(), worker.port));
-            }
-            plan.steps.push(NodeStep::AddNode {
-                host: worker.host.clone(),
-                port: worker.port,
-            });
+        let Some(node) = &worker.node else { continue };
+        let keep = matches!(
+            worker.state,
+            NodeState::Active | NodeState::NotReady | NodeState::Missing
+        );
+        if worker.is_leaving() && node.should_have_shards {
+            plan.steps.push(should_have_shards(node, false));
+        } else if keep && !node.should_have_shards {
+            // A drain that was cancelled by raising replicas again.
+            plan.steps.push(should_have_shards(node, true));
         }
     }
+}
 
-    // The workers Citus spreads shards across: every registered node that stays (reachable or
-    // not: one that is down is still where its shards live), and the ones joining now.
-    plan.members = plan
+/// Ready pods join.
+fn join_ready_workers(input: &Inputs, plan: &mut Plan) {
+    for worker in plan
         .workers
+        .iter()
+        .filter(|w| w.state == NodeState::Joining)
+    {
+        if managed_desired(input).is_some() {
+            plan.bootstrap.push((worker.host.clone(), worker.port));
+        }
+        plan.steps.push(NodeStep::AddNode {
+            host: worker.host.clone(),
+            port: worker.port,
+        });
+    }
+}
+
+/// The workers Citus spreads shards across: every registered node that stays (reachable or
+/// not: one that is down is still where its shards live), and the ones joining now.
+fn members(input: &Inputs, workers: &[WorkerView]) -> Vec<String> {
+    let managed = managed_desired(input).is_some();
+    workers
         .iter()
         .filter(|w| match &w.node {
             None => w.state == NodeState::Joining,
             Some(node) => {
-                let leaving = matches!(w.state, NodeState::Draining | NodeState::Leaving);
-                let excluded = managed_desired.is_none() && !node.should_have_shards;
-                node.active && !leaving && !excluded && w.state != NodeState::Stale
+                let excluded = !managed && !node.should_have_shards;
+                node.active && !w.is_leaving() && !excluded && w.state != NodeState::Stale
             }
         })
         .map(WorkerView::address)
         .collect::<BTreeSet<_>>()
         .into_iter()
-        .collect();
+        .collect()
+}
 
-    let leaving: Vec<&WorkerView> = plan
-        .workers
-        .iter()
-        .filter(|w| matches!(w.state, NodeState::Draining | NodeState::Leaving))
-        .collect();
-    let ours = input
-        .previous
-        .rebalance
-        .as_ref()
-        .filter(|r| r.job_id.is_some() && r.job_id == catalog.job.as_ref().map(|j| j.id));
+/// What the status remembers of Tessera's own jobs, as it bears on the next one.
+struct History<'a> {
+    /// The newest job, when Tessera started it.
+    ours: Option<&'a RebalanceStatus>,
+    /// The last job of ours failed and the wait before the next try is not over: whether it was
+    /// a drain, when to try again, and why it failed.
+    backoff: Option<(bool, Timestamp, String)>,
+    /// Whether the newest job ended without success.
+    unsuccessful: bool,
+}
 
-    // A running job: wait for it, unless it works against the wanted membership.
-    if let Some(job) = catalog.active_job() {
-        let our_drain = ours.is_some_and(|r| r.drain_only);
-        let stop_reason = if !leaving.is_empty() && !our_drain {
-            Some("workers are leaving: their shards must drain first".to_string())
-        } else if leaving.is_empty() && our_drain {
-            Some("the drain is no longer needed: replicas were raised again".to_string())
-        } else {
-            None
-        };
-        match stop_reason {
-            Some(why) if job.state != "cancelling" => {
-                plan.steps.push(NodeStep::StopRebalance);
-                plan.stops_job = true;
-                plan.phase = Phase::StoppingJob {
-                    job_id: job.id,
-                    why,
-                };
+impl<'a> History<'a> {
+    fn of(input: &'a Inputs) -> Self {
+        let catalog = input.catalog;
+        let ours = input
+            .previous
+            .rebalance
+            .as_ref()
+            .filter(|r| r.job_id.is_some() && r.job_id == catalog.job.as_ref().map(|j| j.id));
+        let backoff = ours.and_then(|r| {
+            let job = catalog.job.as_ref()?;
+            let failed = job.state == JobState::Failed
+                || (job.state == JobState::Cancelled && !r.cancelled_by_tessera);
+            if !failed {
+                return None;
             }
-            Some(why) => {
-                plan.phase = Phase::StoppingJob {
-                    job_id: job.id,
-                    why,
-                }
-            }
-            None => {
-                plan.phase = Phase::JobRunning {
-                    job_id: job.id,
-                    drain_only: our_drain,
-                }
-            }
+            let finished = job.finished_at.unwrap_or(input.now);
+            let retry_at = finished
+                .checked_add(retry_delay(r.attempts))
+                .unwrap_or(finished);
+            (input.now < retry_at).then(|| (r.drain_only, retry_at, job_message(r, job)))
+        });
+        Self {
+            ours,
+            backoff,
+            unsuccessful: catalog.job.as_ref().is_some_and(|j| !j.succeeded()),
         }
-        return plan;
     }
 
-    // The last job of ours failed: wait before trying again.
-    let backoff = ours.and_then(|r| {
-        let job = catalog.job.as_ref()?;
-        let failed = job.state == "failed" || (job.state == "cancelled" && !r.cancelled_by_tessera);
-        if !failed {
-            return None;
-        }
-        let finished = job.finished_at.unwrap_or(input.now);
-        let retry_at = finished
-            .checked_add(retry_delay(r.attempts))
-            .unwrap_or(finished);
-        (input.now < retry_at).then(|| (r.drain_only, retry_at, job_message(r, job)))
-    });
-    let attempt_after = |drain_only: bool| -> i32 {
-        match ours {
-            Some(r)
-                if r.drain_only == drain_only
-                    && catalog.job.as_ref().is_some_and(|j| !j.succeeded()) =>
-            {
+    /// The attempt a new job of this kind would be: the next after a run of failures.
+    fn attempt(&self, drain_only: bool) -> i32 {
+        match self.ours {
+            Some(r) if r.drain_only == drain_only && self.unsuccessful => {
                 r.attempts.saturating_add(1)
             }
             _ => 1,
         }
-    };
+    }
 
-    if !leaving.is_empty() {
-        let holding: Vec<(String, i64)> = leaving
-            .iter()
-            .filter(|w| w.sole_placements() > 0)
-            .map(|w| (w.address(), w.sole_placements()))
-            .collect();
-        if !holding.is_empty() {
-            match backoff {
-                Some((true, retry_at, message)) => {
-                    plan.phase = Phase::BackingOff {
-                        drain: true,
-                        retry_at,
-                        message,
-                    };
-                }
-                _ => {
-                    plan.steps.push(start(input.rebalance, true));
-                    plan.job = Some(JobIntent {
-                        drain_only: true,
-                        trigger: format!(
-                            "drain of {}",
-                            leaving
-                                .iter()
-                                .map(|w| w.pod.clone().unwrap_or_else(|| w.host.clone()))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                        workers: plan.members.clone(),
-                        request: None,
-                        attempt: attempt_after(true),
-                    });
-                    plan.phase = Phase::Draining { nodes: holding };
-                }
+    /// The backoff in force for jobs of this kind, if any.
+    fn backing_off(&self, drain: bool) -> Option<Phase> {
+        self.backoff
+            .as_ref()
+            .filter(|(was_drain, _, _)| *was_drain == drain)
+            .map(|(_, retry_at, message)| Phase::BackingOff {
+                drain,
+                retry_at: *retry_at,
+                message: message.clone(),
+            })
+    }
+}
+
+/// A running job: wait for it, unless it works against the wanted membership.
+fn follow_running_job(job: &Job, history: &History, plan: &mut Plan) {
+    let leaving = plan.workers.iter().any(WorkerView::is_leaving);
+    let our_drain = history.ours.is_some_and(|r| r.drain_only);
+    let stop_reason = if leaving && !our_drain {
+        Some("workers are leaving: their shards must drain first".to_string())
+    } else if !leaving && our_drain {
+        Some("the drain is no longer needed: replicas were raised again".to_string())
+    } else {
+        None
+    };
+    plan.phase = match stop_reason {
+        Some(why) => {
+            if job.state != JobState::Cancelling {
+                plan.steps.push(NodeStep::StopRebalance);
+                plan.stops_job = true;
             }
-            return plan;
+            Phase::StoppingJob {
+                job_id: job.id,
+                why,
+            }
         }
-        // Drained. Moves leave the old copies behind for a deferred drop; a node removed before
-        // that drop keeps a stray table that blocks moves onto a node of the same name later.
-        let drained: Vec<&WorkerView> = leaving
-            .iter()
-            .copied()
-            .filter(|w| w.node.is_some())
-            .collect();
-        let pending_cleanup = drained.iter().any(|w| {
-            w.node
-                .as_ref()
-                .is_some_and(|n| catalog.cleanup_pending(n.group_id) > 0)
+        None => Phase::JobRunning {
+            job_id: job.id,
+            drain_only: our_drain,
+        },
+    };
+}
+
+/// Workers are leaving: a drain while they hold shards, then the orphaned shards' cleanup and
+/// their removal.
+fn drain_or_remove(input: &Inputs, history: &History, plan: &mut Plan) {
+    let leaving: Vec<&WorkerView> = plan.workers.iter().filter(|w| w.is_leaving()).collect();
+    let holding: Vec<(String, i64)> = leaving
+        .iter()
+        .filter(|w| w.sole_placements() > 0)
+        .map(|w| (w.address(), w.sole_placements()))
+        .collect();
+    if !holding.is_empty() {
+        if let Some(phase) = history.backing_off(true) {
+            plan.phase = phase;
+            return;
+        }
+        let trigger = format!(
+            "drain of {}",
+            leaving
+                .iter()
+                .map(|w| w.pod.clone().unwrap_or_else(|| w.host.clone()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        plan.steps.push(start(input.rebalance, true));
+        plan.job = Some(JobIntent {
+            drain_only: true,
+            trigger,
+            workers: plan.members.clone(),
+            request: None,
+            attempt: history.attempt(true),
         });
-        if pending_cleanup {
-            plan.steps.push(NodeStep::CleanupOrphans);
-        } else {
-            for worker in &drained {
+        plan.phase = Phase::Draining { nodes: holding };
+        return;
+    }
+    // Drained. Moves leave the old copies behind for a deferred drop; a node removed before
+    // that drop keeps a stray table that blocks moves onto a node of the same name later.
+    let drained: Vec<(String, i32, i32)> = leaving
+        .iter()
+        .filter_map(|w| Some((w.host.clone(), w.port, w.node.as_ref()?.group_id)))
+        .collect();
+    let pending_cleanup = drained
+        .iter()
+        .any(|(_, _, group)| input.catalog.cleanup_pending(*group) > 0);
+    if pending_cleanup {
+        plan.steps.push(NodeStep::CleanupOrphans);
+    } else {
+        for (host, port, _) in &drained {
+            plan.steps.push(NodeStep::RemoveNode {
+                host: host.clone(),
+                port: *port,
+            });
+        }
+    }
+    plan.phase = Phase::Removing {
+        nodes: drained
+            .iter()
+            .map(|(host, port, _)| format!("{host}:{port}"))
+            .collect(),
+    };
+}
+
+/// Managed: rows that match no worker go once they hold nothing.
+fn remove_stale_rows(input: &Inputs, plan: &mut Plan) {
+    if managed_desired(input).is_none() {
+        return;
+    }
+    for worker in &plan.workers {
+        if worker.state == NodeState::Stale && worker.sole_placements() == 0 {
+            if let Some(node) = &worker.node {
                 plan.steps.push(NodeStep::RemoveNode {
-                    host: worker.host.clone(),
-                    port: worker.port,
+                    host: node.name.clone(),
+                    port: node.port,
                 });
             }
         }
-        plan.phase = Phase::Removing {
-            nodes: drained.iter().map(|w| w.address()).collect(),
-        };
-        return plan;
     }
+}
 
-    // Managed: rows that match no worker go once they hold nothing.
-    if managed_desired.is_some() {
-        for worker in &plan.workers {
-            if worker.state == NodeState::Stale && worker.sole_placements() == 0 {
-                if let Some(node) = &worker.node {
-                    plan.steps.push(NodeStep::RemoveNode {
-                        host: node.name.clone(),
-                        port: node.port,
-                    });
-                }
-            }
-        }
-    }
-
-    // Shards move only when every wanted worker is in and every member can be reached.
-    let pending: Vec<String> = plan
-        .workers
-        .iter()
-        .filter(|w| {
-            w.state == NodeState::Pending
-                || (matches!(w.state, NodeState::NotReady | NodeState::Missing)
-                    && plan.members.contains(&w.address()))
-        })
-        .map(|w| w.pod.clone().unwrap_or_else(|| w.address()))
-        .collect();
+/// A rebalance when the annotation asks for one, or when the members differ from those shards
+/// were last balanced across (once every wanted worker is in, the policy allows it and no
+/// backoff holds it).
+fn rebalance_if_changed(input: &Inputs, history: &History, plan: &mut Plan) {
+    let catalog = input.catalog;
+    // A job of ours that finished since the status was written balanced its workers.
+    let just_balanced = history
+        .ours
+        .filter(|_| catalog.job.as_ref().is_some_and(|j| j.succeeded()))
+        .map(|r| r.workers.clone());
+    let Some(balanced) = just_balanced.or_else(|| input.previous.balanced_workers.clone()) else {
+        // First look at this cluster: take its placement as it is.
+        plan.adopt_balanced = Some(plan.members.clone());
+        return;
+    };
     let request = input.request.filter(|r| {
         !r.is_empty() && input.previous.handled_rebalance_request.as_deref() != Some(*r)
     });
-    // A job of ours that finished since the status was written balanced its workers.
-    let just_balanced = ours
-        .filter(|_| catalog.job.as_ref().is_some_and(|j| j.succeeded()))
-        .map(|r| r.workers.clone());
-    let balanced = match just_balanced
-        .as_ref()
-        .or(input.previous.balanced_workers.as_ref())
-    {
-        None => {
-            // First look at this cluster: take its placement as it is.
-            plan.adopt_balanced = Some(plan.members.clone());
-            return plan;
-        }
-        Some(balanced) => balanced,
-    };
-    let changed = *balanced != plan.members;
-    let joined: Vec<String> = plan
-        .members
-        .iter()
-        .filter(|m| !balanced.contains(m))
-        .cloned()
-        .collect();
     if let Some(request) = request {
         plan.steps.push(start(input.rebalance, false));
         plan.job = Some(JobIntent {
@@ -489,34 +518,46 @@ pub fn plan(input: &Inputs) -> Plan {
             attempt: 1,
         });
         plan.phase = Phase::Starting { drain_only: false };
-        return plan;
+        return;
     }
-    if !changed {
-        return plan;
+    if balanced == plan.members {
+        return;
     }
     if catalog.nodes.iter().all(|n| n.placements == 0) {
         // Nothing to move (a new cluster): the new members are balanced as they are.
         plan.adopt_balanced = Some(plan.members.clone());
-        return plan;
+        return;
     }
+    // Shards move only when every wanted worker is in and every member can be reached; bursts
+    // of scale events coalesce.
+    let pending: Vec<String> = plan
+        .workers
+        .iter()
+        .filter(|w| {
+            w.state == NodeState::Pending
+                || (matches!(w.state, NodeState::NotReady | NodeState::Missing)
+                    && plan.members.contains(&w.address()))
+        })
+        .map(|w| w.pod.clone().unwrap_or_else(|| w.address()))
+        .collect();
     if !pending.is_empty() {
-        // Bursts of scale events coalesce: shards move once every wanted worker is in.
         plan.phase = Phase::WaitingForWorkers { pending };
-        return plan;
+        return;
     }
+    let joined: Vec<String> = plan
+        .members
+        .iter()
+        .filter(|m| !balanced.contains(m))
+        .cloned()
+        .collect();
     if input.rebalance.policy == RebalancePolicy::Manual {
         plan.phase = Phase::RebalanceNeeded { joined };
-        return plan;
+        return;
     }
-    if let Some((false, retry_at, message)) = backoff {
-        plan.phase = Phase::BackingOff {
-            drain: false,
-            retry_at,
-            message,
-        };
-        return plan;
+    if let Some(phase) = history.backing_off(false) {
+        plan.phase = phase;
+        return;
     }
-    plan.steps.push(start(input.rebalance, false));
     let trigger = if joined.is_empty() {
         format!("workers changed to {}", plan.members.len())
     } else {
@@ -526,15 +567,15 @@ pub fn plan(input: &Inputs) -> Plan {
             joined.join(", ")
         )
     };
+    plan.steps.push(start(input.rebalance, false));
     plan.job = Some(JobIntent {
         drain_only: false,
         trigger,
         workers: plan.members.clone(),
         request: None,
-        attempt: attempt_after(false),
+        attempt: history.attempt(false),
     });
     plan.phase = Phase::Starting { drain_only: false };
-    plan
 }
 
 fn should_have_shards(node: &Node, value: bool) -> NodeStep {

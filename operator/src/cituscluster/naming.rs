@@ -7,10 +7,10 @@ pub const DATABASE: &str = "postgres";
 /// The superuser a generated Secret names.
 pub const SUPERUSER: &str = "postgres";
 
-pub const CLUSTER_LABEL: &str = "tessera.dev/cluster";
-pub const ROLE_LABEL: &str = "tessera.dev/role";
 pub const COORDINATOR_ROLE: &str = "coordinator";
 pub const WORKER_ROLE: &str = "worker";
+
+use crate::keys::{CLUSTER_LABEL, ROLE_LABEL};
 
 /// The names of one managed cluster's objects.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,18 +16,14 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::validate::Effective;
 use crate::crd::microservice::{Microservice, ReplicasFrom};
+use crate::keys::{
+    MANAGED_BY, MANAGED_BY_LABEL, MICROSERVICE_LABEL, NAME_LABEL, REPLICAS_FROM_ANNOTATION,
+    SECRET_DIGEST_ANNOTATION,
+};
 
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "tessera";
-pub const NAME_LABEL: &str = "app.kubernetes.io/name";
-pub const MICROSERVICE_LABEL: &str = "tessera.dev/microservice";
-/// On a Deployment whose replica count Tessera leaves to others (`replicasFrom: Deployment`).
-pub const REPLICAS_FROM_ANNOTATION: &str = "tessera.dev/replicas-from";
 /// The field manager that takes over a Deployment's replica count from Tessera's, so that
 /// Tessera's next apply (without the count) does not reset it to the default of 1.
 pub const REPLICAS_HANDOVER_MANAGER: &str = "tessera-replicas-handover";
-/// Pod template annotation carrying a digest of the Secret, so the pods roll when it changes.
-pub const SECRET_DIGEST_ANNOTATION: &str = "tessera.dev/secret-digest";
 pub const CONTAINER_NAME: &str = "app";
 
 /// Where the service connects, as the Secret tells it.

@@ -19,15 +19,19 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::build::MICROSERVICE_LABEL;
 use super::database::{self, DatabaseError};
-use super::reconcile::{summarize_steps, write_status, Error, SKIP_CLEANUP_ANNOTATION};
+use super::error::{CleanupError, Error};
+use super::events::summarize_steps;
+use super::report::write_status;
 use super::status;
 use super::validate::validate;
 use crate::cituscluster::connection::resolve;
-use crate::conditions::{Observed, READY, RECONCILING, STALLED};
+use crate::conditions::{self, ConditionSet, Observed, Standing, READY};
 use crate::context::Context;
 use crate::crd::microservice::{DeletionPolicy, Microservice, MicroserviceStatus};
+use crate::keys::MICROSERVICE_LABEL;
+use crate::keys::SKIP_CLEANUP_ANNOTATION;
+use crate::reasons::Classify;
 use crate::sql::{Cleanup, Owner};
 
 /// How long a Drop waits for the service's pods to go before it ends their sessions anyway.
@@ -109,7 +113,7 @@ pub async fn cleanup(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action,
             }
             let message = format!("{message}; {release_hint}");
             report_cleanup_blocked(&ms, &ctx, error.reason(), &message, false).await?;
-            return Err(Error::CleanupBlocked(message));
+            return Err(CleanupError::Blocked(message).into());
         }
     };
 
@@ -117,7 +121,7 @@ pub async fn cleanup(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action,
         if let Some(waiting) = stop_service(&ms, &ctx).await? {
             report_cleanup_blocked(&ms, &ctx, "StoppingService", &waiting, false).await?;
             // An error, not a requeue: the finalizer helper takes Ok as "cleaned up".
-            return Err(Error::StoppingService(waiting));
+            return Err(CleanupError::StoppingService(waiting).into());
         }
     }
 
@@ -157,7 +161,7 @@ pub async fn cleanup(ms: Arc<Microservice>, ctx: Arc<Context>) -> Result<Action,
                 format!("{message}; {release_hint}")
             };
             report_cleanup_blocked(&ms, &ctx, error.reason(), &message, blocked).await?;
-            Err(Error::CleanupBlocked(message))
+            Err(CleanupError::Blocked(message).into())
         }
     }
 }
@@ -170,7 +174,7 @@ async fn stop_service(ms: &Microservice, ctx: &Context) -> Result<Option<String>
     let name = ms.name_any();
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let uid = ms.uid().unwrap_or_default();
-    let read = |kind: &'static str| move |source| Error::Read { kind, source };
+    let read = |kind: &'static str| move |source| Error::from(CleanupError::Read { kind, source });
     let running = deployments
         .get_opt(&name)
         .await
@@ -258,19 +262,19 @@ async fn report_cleanup_blocked(
     message: &str,
     needs_attention: bool,
 ) -> Result<(), Error> {
-    let mut observed: Vec<Observed> = vec![
-        Observed::new(READY, false, "Deleting", message),
-        if needs_attention {
-            Observed::new(RECONCILING, false, reason, "waiting for a person")
-        } else {
-            Observed::new(RECONCILING, true, "CleanupPending", message)
-        },
-        if needs_attention {
-            Observed::new(STALLED, true, reason, message)
-        } else {
-            Observed::new(STALLED, false, "NotStalled", "cleanup is retried")
-        },
-    ];
+    let standing = if needs_attention {
+        Standing::Stalled {
+            reason: reason.to_string(),
+            message: message.to_string(),
+        }
+    } else {
+        Standing::Progressing {
+            reason: "CleanupPending".to_string(),
+            message: message.to_string(),
+        }
+    };
+    let mut observed: ConditionSet = conditions::summary(&standing).into_iter().collect();
+    observed.set(Observed::new(READY, false, "Deleting", message));
     // Keep the domain conditions as they were, so the picture of the service stays whole.
     let previous = ms.status.clone().unwrap_or_default();
     let mut kept: BTreeMap<String, Observed> = BTreeMap::new();
@@ -285,6 +289,7 @@ async fn report_cleanup_blocked(
         }
     }
     observed.extend(kept.into_values());
+    let observed = observed.into_vec();
     let next = MicroserviceStatus {
         database: previous.database,
         replicas: previous.replicas,

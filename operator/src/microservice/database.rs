@@ -26,9 +26,9 @@ pub enum DatabaseError {
     DropBlocked(Vec<String>),
 }
 
-impl DatabaseError {
-    /// The condition and Event reason.
-    pub fn reason(&self) -> &'static str {
+// A failed step is judged by its SQLSTATE: what a retry cannot fix needs a person.
+impl crate::reasons::Classify for DatabaseError {
+    fn reason(&self) -> &'static str {
         match self {
             DatabaseError::Connect(ConnectError::Unreachable { .. }) => "DatabaseUnreachable",
             DatabaseError::Connect(ConnectError::Authentication { .. }) => "CredentialsRejected",
@@ -42,9 +42,7 @@ impl DatabaseError {
         }
     }
 
-    /// Whether retrying alone cannot help: a person has to change something. A failed step is
-    /// judged by its SQLSTATE.
-    pub fn needs_attention(&self) -> bool {
+    fn needs_attention(&self) -> bool {
         match self {
             DatabaseError::Conflict(_)
             | DatabaseError::Connect(ConnectError::Authentication { .. })

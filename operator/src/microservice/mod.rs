@@ -1,13 +1,20 @@
-//! The Microservice reconciler: validate → read the cluster → provision role and schema →
-//! build the Secret, Deployment and Service → apply them → write status.
+//! The Microservice reconciler: a controller (`controller`), the pipeline's driver
+//! (`reconcile`) over its steps (`validate`, `objects` (dereference), `provision`, `build` and
+//! `apply`, `report`), and the cleanup behind the finalizer (`cleanup`).
 
+pub mod apply;
 pub mod build;
 pub mod cleanup;
+pub mod context;
+pub mod controller;
 pub mod database;
+pub mod error;
+pub mod events;
 pub mod objects;
-pub mod password;
+pub mod provision;
 pub mod reconcile;
+pub mod report;
 pub mod status;
 pub mod validate;
 
-pub use reconcile::{run, FINALIZER, SKIP_CLEANUP_ANNOTATION};
+pub use controller::run;

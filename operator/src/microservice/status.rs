@@ -2,8 +2,9 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 
-use crate::conditions::{Observed, READY, RECONCILING, STALLED};
+use crate::conditions::{self, Observed, Standing};
 use crate::crd::microservice::DatabaseStatus;
+use crate::reasons::{self, DISTRIBUTION_BLOCKED, ROLLING_OUT};
 use crate::sql::Catalog;
 
 pub const DATABASE_READY: &str = "DatabaseReady";
@@ -49,23 +50,8 @@ pub fn database_status(
         colocation_id,
         node,
         size_bytes: Some(placement.size_bytes),
-        size: Some(human_size(placement.size_bytes)),
+        size: Some(crate::units::human_size(placement.size_bytes)),
     }
-}
-
-/// Bytes in binary units with one decimal ("0 B", "8.0 KiB", "1.5 GiB").
-pub fn human_size(bytes: i64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// The Deployment's rollout, as far as the status needs it.
@@ -132,58 +118,55 @@ pub fn conditions(
     rollout: &Rollout,
     objects: &[ObjectProblem],
 ) -> Vec<Observed> {
-    let mut out = Vec::new();
-    // (reason, message) of what a person must fix, if anything.
-    let mut stalled: Option<(&str, String)> = None;
-    let db_ready = match database {
-        DatabaseOutcome::Ready { catalog, endpoint } => {
-            out.push(Observed::new(
+    let db_ready = matches!(database, DatabaseOutcome::Ready { .. });
+    let [database_ready, distributed] = database_conditions(database, distribute_requested);
+    let conflict = conflict(database, objects, db_ready);
+    let available = available(rollout, objects, db_ready);
+    let standing = standing(database, &distributed, rollout, objects);
+    let mut all: Vec<Observed> = conditions::summary(&standing).into();
+    all.extend([database_ready, distributed, conflict, available]);
+    all
+}
+
+/// DatabaseReady and SchemaDistributed.
+fn database_conditions(database: &DatabaseOutcome, distribute_requested: bool) -> [Observed; 2] {
+    match database {
+        DatabaseOutcome::Ready { catalog, endpoint } => [
+            Observed::new(
                 DATABASE_READY,
                 true,
                 "Provisioned",
                 format!("role and schema are ready on {endpoint}"),
-            ));
-            let distributed = distribution(catalog, distribute_requested);
-            if distributed.reason == "DistributionBlocked" {
-                stalled = Some(("DistributionBlocked", distributed.message.clone()));
-            }
-            out.push(distributed);
-            true
-        }
+            ),
+            distribution(catalog, distribute_requested),
+        ],
         DatabaseOutcome::Failed {
-            reason,
-            message,
-            needs_attention,
-        } => {
-            out.push(Observed::new(
-                DATABASE_READY,
-                false,
-                reason,
-                message.clone(),
-            ));
-            out.push(Observed::new(
+            reason, message, ..
+        } => [
+            Observed::new(DATABASE_READY, false, reason, message.clone()),
+            Observed::new(
                 SCHEMA_DISTRIBUTED,
                 false,
                 "DatabaseNotReady",
                 "the database side is not ready",
-            ));
-            if *needs_attention {
-                stalled = Some((*reason, message.clone()));
-            }
-            false
-        }
-    };
-    let database_conflict = match database {
+            ),
+        ],
+    }
+}
+
+/// A role, schema or object of the name that Tessera does not own.
+fn conflict(database: &DatabaseOutcome, objects: &[ObjectProblem], db_ready: bool) -> Observed {
+    match database {
         DatabaseOutcome::Failed {
             reason, message, ..
-        } if *reason == "Conflict" => Some(message.clone()),
-        _ => None,
-    };
-    let object_conflict = objects.iter().find(|p| p.conflict);
-    out.push(match (&database_conflict, object_conflict) {
-        (Some(message), _) => Observed::new(CONFLICT, true, "Conflict", message.clone()),
-        (None, Some(problem)) => Observed::new(CONFLICT, true, "Conflict", problem.message.clone()),
-        (None, None) => Observed::new(
+        } if *reason == reasons::CONFLICT => {
+            return Observed::new(CONFLICT, true, "Conflict", message.clone())
+        }
+        _ => {}
+    }
+    match objects.iter().find(|p| p.conflict) {
+        Some(problem) => Observed::new(CONFLICT, true, "Conflict", problem.message.clone()),
+        None => Observed::new(
             CONFLICT,
             false,
             "NoConflict",
@@ -193,11 +176,11 @@ pub fn conditions(
                 "no conflict found"
             },
         ),
-    });
-    if let (None, Some(problem)) = (&stalled, object_conflict) {
-        stalled = Some((problem.reason, problem.message.clone()));
     }
-    out.push(if let Some(problem) = objects.first() {
+}
+
+fn available(rollout: &Rollout, objects: &[ObjectProblem], db_ready: bool) -> Observed {
+    if let Some(problem) = objects.first() {
         Observed::new(AVAILABLE, false, problem.reason, problem.message.clone())
     } else if rollout.available {
         Observed::new(
@@ -227,70 +210,62 @@ pub fn conditions(
             "WaitingForDatabase",
             "the Deployment is created once the database side is ready",
         )
+    }
+}
+
+/// Ready, Stalled (what a person must fix: a blocked distribution, a database failure that
+/// needs attention, a conflicting object), retrying, or rolling out.
+fn standing(
+    database: &DatabaseOutcome,
+    distributed: &Observed,
+    rollout: &Rollout,
+    objects: &[ObjectProblem],
+) -> Standing {
+    let stalled: Option<(String, String)> = match database {
+        DatabaseOutcome::Ready { .. } if distributed.reason == DISTRIBUTION_BLOCKED => Some((
+            DISTRIBUTION_BLOCKED.to_string(),
+            distributed.message.clone(),
+        )),
+        DatabaseOutcome::Failed {
+            reason,
+            message,
+            needs_attention: true,
+        } => Some((reason.to_string(), message.clone())),
+        _ => None,
+    }
+    .or_else(|| {
+        objects
+            .iter()
+            .find(|p| p.conflict)
+            .map(|p| (p.reason.to_string(), p.message.clone()))
     });
-    let ready = db_ready
-        && objects.is_empty()
-        && stalled.is_none()
-        && rollout.available
-        && rollout.complete;
-    let (ready_reason, ready_message) = if ready {
+    if let Some((reason, message)) = stalled {
+        return Standing::Stalled { reason, message };
+    }
+    match (database, objects.first()) {
         (
-            "Ready",
-            "the database side is ready and the Deployment is rolled out".to_string(),
-        )
-    } else if let Some((reason, message)) = &stalled {
-        (*reason, message.clone())
-    } else if !db_ready {
-        match database {
             DatabaseOutcome::Failed {
                 reason, message, ..
-            } => (*reason, message.clone()),
-            DatabaseOutcome::Ready { .. } => ("DatabaseNotReady", String::new()),
+            },
+            _,
+        ) => Standing::Retrying {
+            reason: reason.to_string(),
+            message: message.clone(),
+        },
+        (DatabaseOutcome::Ready { .. }, Some(problem)) => Standing::Retrying {
+            reason: problem.reason.to_string(),
+            message: problem.message.clone(),
+        },
+        (DatabaseOutcome::Ready { .. }, None) if rollout.available && rollout.complete => {
+            Standing::Ready {
+                message: "the database side is ready and the Deployment is rolled out".to_string(),
+            }
         }
-    } else if let Some(problem) = objects.first() {
-        (problem.reason, problem.message.clone())
-    } else {
-        (
-            "RollingOut",
-            "waiting for the Deployment to roll out".to_string(),
-        )
-    };
-    out.insert(
-        0,
-        Observed::new(READY, ready, ready_reason, ready_message.clone()),
-    );
-    match stalled {
-        Some((reason, message)) => {
-            out.insert(
-                1,
-                Observed::new(
-                    RECONCILING,
-                    false,
-                    reason,
-                    "waiting for the problem to be fixed",
-                ),
-            );
-            out.insert(2, Observed::new(STALLED, true, reason, message));
-        }
-        None => {
-            let (reason, message) = if ready {
-                ("Reconciled", "nothing to do".to_string())
-            } else if db_ready && objects.is_empty() {
-                ("RollingOut", ready_message)
-            } else {
-                (
-                    "Retrying",
-                    format!("retrying with backoff: {ready_message}"),
-                )
-            };
-            out.insert(1, Observed::new(RECONCILING, !ready, reason, message));
-            out.insert(
-                2,
-                Observed::new(STALLED, false, "NotStalled", "no problem needs attention"),
-            );
-        }
+        (DatabaseOutcome::Ready { .. }, None) => Standing::Progressing {
+            reason: ROLLING_OUT.to_string(),
+            message: "waiting for the Deployment to roll out".to_string(),
+        },
     }
-    out
 }
 
 fn distribution(catalog: &Catalog, requested: bool) -> Observed {
@@ -333,7 +308,7 @@ fn distribution(catalog: &Catalog, requested: bool) -> Observed {
         (Some(_), None) if !catalog.distribution_blockers.is_empty() => Observed::new(
             SCHEMA_DISTRIBUTED,
             false,
-            "DistributionBlocked",
+            DISTRIBUTION_BLOCKED,
             format!(
                 "Citus cannot distribute the schema until these are changed: {}",
                 catalog.distribution_blockers.join("; ")
@@ -349,20 +324,9 @@ fn distribution(catalog: &Catalog, requested: bool) -> Observed {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_like_people_write_them() {
-        assert_eq!(human_size(0), "0 B");
-        assert_eq!(human_size(8192), "8.0 KiB");
-        assert_eq!(human_size(1_572_864), "1.5 MiB");
-    }
-}
-
-#[cfg(test)]
 mod condition_tests {
     use super::*;
+    use crate::conditions::{READY, RECONCILING, STALLED};
     use crate::sql::catalog::{Placement, SchemaState};
 
     fn get<'a>(observed: &'a [Observed], type_: &str) -> &'a Observed {

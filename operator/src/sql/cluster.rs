@@ -93,8 +93,7 @@ impl Node {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Job {
     pub id: i64,
-    /// scheduled, running, cancelling, failing, finished, cancelled or failed.
-    pub state: String,
+    pub state: JobState,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub tasks_done: i64,
@@ -106,13 +105,72 @@ pub struct Job {
 impl Job {
     pub fn is_active(&self) -> bool {
         matches!(
-            self.state.as_str(),
-            "scheduled" | "running" | "cancelling" | "failing"
+            self.state,
+            JobState::Scheduled | JobState::Running | JobState::Cancelling | JobState::Failing
         )
     }
 
     pub fn succeeded(&self) -> bool {
-        self.state == "finished"
+        self.state == JobState::Finished
+    }
+}
+
+/// Citus's `citus_job_status` (pg_dist_background_job.state), parsed where the row is read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum JobState {
+    #[default]
+    Scheduled,
+    Running,
+    Cancelling,
+    Failing,
+    Finished,
+    Cancelled,
+    Failed,
+    /// A state a later Citus may add, kept as Citus says it.
+    Other(String),
+}
+
+impl JobState {
+    pub fn as_str(&self) -> &str {
+        match self {
+            JobState::Scheduled => "scheduled",
+            JobState::Running => "running",
+            JobState::Cancelling => "cancelling",
+            JobState::Failing => "failing",
+            JobState::Finished => "finished",
+            JobState::Cancelled => "cancelled",
+            JobState::Failed => "failed",
+            JobState::Other(other) => other,
+        }
+    }
+
+    /// Whether the job ended, well or not.
+    pub fn ended(&self) -> bool {
+        matches!(
+            self,
+            JobState::Finished | JobState::Cancelled | JobState::Failed
+        )
+    }
+}
+
+impl From<&str> for JobState {
+    fn from(text: &str) -> Self {
+        match text {
+            "scheduled" => JobState::Scheduled,
+            "running" => JobState::Running,
+            "cancelling" => JobState::Cancelling,
+            "failing" => JobState::Failing,
+            "finished" => JobState::Finished,
+            "cancelled" => JobState::Cancelled,
+            "failed" => JobState::Failed,
+            other => JobState::Other(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -203,7 +261,7 @@ pub async fn read(client: &mut Client) -> Result<ClusterCatalog, tokio_postgres:
             .collect();
         catalog.job = tx.query_opt(JOB_QUERY, &[]).await?.map(|r| Job {
             id: r.get(0),
-            state: r.get(1),
+            state: JobState::from(r.get::<_, &str>(1)),
             started_at: timestamp(r.get(2)),
             finished_at: timestamp(r.get(3)),
             tasks_done: r.get(4),

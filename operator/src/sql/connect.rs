@@ -54,6 +54,21 @@ impl fmt::Debug for ConnectionConfig {
 }
 
 impl ConnectionConfig {
+    /// A password login with the operator's default connect timeout (5 s), session limits and
+    /// TLS mode.
+    pub fn with_password(host: &str, port: u16, dbname: &str, user: &str, password: &str) -> Self {
+        Self {
+            host: host.to_string(),
+            port,
+            dbname: dbname.to_string(),
+            user: user.to_string(),
+            password: password.to_string(),
+            connect_timeout: Duration::from_secs(5),
+            limits: SessionLimits::default(),
+            tls: Default::default(),
+        }
+    }
+
     /// `host:port/dbname`, for messages.
     pub fn endpoint(&self) -> String {
         format!("{}:{}/{}", self.host, self.port, self.dbname)
@@ -79,12 +94,6 @@ pub enum ConnectError {
     /// CA to fix, not something that passes.
     #[error("TLS to {endpoint} failed: {message}")]
     Tls { endpoint: String, message: String },
-}
-
-impl ConnectError {
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, ConnectError::Unreachable { .. })
-    }
 }
 
 /// Opens a connection and drives it on a background task that ends with the client.

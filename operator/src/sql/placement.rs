@@ -93,18 +93,6 @@ impl PlacementCache {
             }
         }
     }
-
-    /// Forgets what was read of `endpoint`: shards moved (a rebalance finished).
-    pub fn invalidate(&self, endpoint: &str) {
-        if let Some(entry) = self
-            .entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(endpoint)
-        {
-            *entry.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        }
-    }
 }
 
 /// Groups (colocation, node, bytes) rows: a group's node is the one holding most of its bytes.

@@ -22,7 +22,7 @@ use super::connect::{connect, ConnectError, ConnectionConfig};
 /// Sessions idle longer than this are closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Counts for metrics (`crate::metrics` exposes these counters).
+/// Counts of sessions opened and reused (exported as metrics).
 #[derive(Debug, Default)]
 pub struct PoolStats {
     /// Sessions opened since the start.

@@ -1,8 +1,6 @@
 //! Helpers for tests against a real PostgreSQL (and Citus where installed).
 #![allow(dead_code)]
 
-use std::time::Duration;
-
 use pgtemp::TempPostgres;
 use tessera::microservice::database::{self, DatabaseError, Provisioned};
 use tessera::sql::{Cleanup, CleanupPlan, ConnectionConfig, Coordinators, Desired, Owner};
@@ -14,16 +12,13 @@ pub fn start_postgres() -> TempPostgres {
 
 /// The operator's view of a server: its superuser over TCP with a password.
 pub fn admin_config(pg: &TempPostgres) -> ConnectionConfig {
-    ConnectionConfig {
-        host: pg.host().to_string(),
-        port: pg.port(),
-        dbname: "postgres".into(),
-        user: pg.superuser().into(),
-        password: pg.superuser_password().into(),
-        connect_timeout: Duration::from_secs(5),
-        limits: Default::default(),
-        tls: Default::default(),
-    }
+    ConnectionConfig::with_password(
+        pg.host(),
+        pg.port(),
+        "postgres",
+        pg.superuser(),
+        pg.superuser_password(),
+    )
 }
 
 pub async fn connect_as(

@@ -2,8 +2,6 @@
 //! Tessera's own SQL layer (so the service runs exactly as it would under the operator), the
 //! service started in-process on a loopback port, and a small HTTP client.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -22,16 +20,13 @@ pub use pgtemp::skipped;
 pub async fn provision_role(pg: &TempPostgres, name: &str) -> (String, String) {
     let role = name.replace('-', "_");
     let password = format!("{role}-test-password");
-    let admin = ConnectionConfig {
-        host: pg.host().into(),
-        port: pg.port(),
-        dbname: "postgres".into(),
-        user: pg.superuser().into(),
-        password: pg.superuser_password().into(),
-        connect_timeout: Duration::from_secs(5),
-        limits: Default::default(),
-        tls: Default::default(),
-    };
+    let admin = ConnectionConfig::with_password(
+        pg.host(),
+        pg.port(),
+        "postgres",
+        pg.superuser(),
+        pg.superuser_password(),
+    );
     let desired = Desired {
         owner: Owner {
             uid: format!("test-{role}"),

@@ -2,8 +2,10 @@
 //! `kubectl describe cituscluster` should see.
 
 use super::*;
-use crate::cituscluster::membership::{JobIntent, WorkerView};
-use crate::sql::cluster::Node;
+use crate::cituscluster::membership::{JobIntent, Phase, WorkerView};
+use crate::conditions::{READY, RECONCILING};
+use crate::crd::cituscluster::RebalanceStatus;
+use crate::sql::cluster::{Job, Node};
 
 fn now() -> Timestamp {
     Timestamp::from_second(1_800_000_000).expect("time")

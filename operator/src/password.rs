@@ -1,4 +1,4 @@
-//! Passwords for service roles: 32 characters from a 62-letter alphabet (about 190 bits) drawn
+//! Generated passwords (service roles, a managed cluster's superuser): 32 characters from a 62-letter alphabet (about 190 bits) drawn
 //! from the operating system's CSPRNG, without modulo bias.
 
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";

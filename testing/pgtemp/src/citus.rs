@@ -26,12 +26,21 @@ fn sql(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> CitusEr
     move |source| CitusError::Sql { what, source }
 }
 
-/// Whether the local PostgreSQL has the Citus extension; prints the SKIPPED line when not.
+/// Set to `1` to make every test that needs Citus fail where it is missing, instead of
+/// skipping: a machine that has Citus proves that no Citus test was skipped.
+pub const REQUIRE_CITUS: &str = "TESSERA_REQUIRE_CITUS";
+
+/// Whether the local PostgreSQL has the Citus extension; prints the SKIPPED line when not, or
+/// fails the test when `TESSERA_REQUIRE_CITUS=1`.
 pub fn available_or_skip(test: &str) -> bool {
     let installed = crate::Installation::detect()
         .map(|i| i.has_extension("citus"))
         .unwrap_or(false);
     if !installed {
+        assert!(
+            std::env::var(REQUIRE_CITUS).as_deref() != Ok("1"),
+            "{test}: Citus is not installed in this PostgreSQL, and {REQUIRE_CITUS}=1 requires it"
+        );
         crate::skipped(test, "Citus is not installed in this PostgreSQL");
     }
     installed

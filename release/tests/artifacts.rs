@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tessera_e2e::chart::{self, NAMESPACE};
 use tessera_e2e::tools::Tools;
+use tessera_e2e::workspace::workspace_root;
 
 fn documents(yaml: &str) -> Result<Vec<Value>> {
     let mut docs = Vec::new();
@@ -75,7 +76,7 @@ fn the_chart_lints_and_follows_the_workspace_version() -> Result<()> {
         meta["appVersion"]
     );
     // The chart's CRDs are the generated ones.
-    for entry in std::fs::read_dir(tessera_e2e::harness::workspace_root().join("crds"))? {
+    for entry in std::fs::read_dir(workspace_root().join("crds"))? {
         let path = entry?.path();
         let name = path.file_name().context("file name")?;
         ensure!(
@@ -90,7 +91,7 @@ fn the_chart_lints_and_follows_the_workspace_version() -> Result<()> {
 #[test]
 fn install_yaml_is_the_chart_rendered() -> Result<()> {
     let tools = Tools::ensure()?;
-    chart::write_or_check(&tools, true)
+    tessera_release::install::write_or_check(&tools, true)
 }
 
 #[test]
@@ -197,8 +198,8 @@ fn the_values_schema_refuses_bad_values() -> Result<()> {
 #[test]
 fn kind_config_parses_with_kinds_own_types() -> Result<()> {
     let tools = Tools::ensure()?;
-    let path = tessera_e2e::harness::workspace_root().join("kind-config.yaml");
-    let parsed = chart::check(&tools, &["kind-config", &path.display().to_string()])?;
+    let path = workspace_root().join("kind-config.yaml");
+    let parsed = tools.check(&["kind-config", &path.display().to_string()])?;
     ensure!(
         parsed.trim() == "name=tessera nodes=control-plane,worker,worker",
         "{parsed}"
@@ -209,7 +210,9 @@ fn kind_config_parses_with_kinds_own_types() -> Result<()> {
         bad.path(),
         "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodes:\n- role: control-plane\n  cpus: 2\n",
     )?;
-    ensure!(chart::check(&tools, &["kind-config", &bad.path().display().to_string()]).is_err());
+    ensure!(tools
+        .check(&["kind-config", &bad.path().display().to_string()])
+        .is_err());
     Ok(())
 }
 
@@ -217,7 +220,7 @@ fn kind_config_parses_with_kinds_own_types() -> Result<()> {
 fn argocd_health_follows_the_conditions() -> Result<()> {
     let tools = Tools::ensure()?;
     let script = chart::chart_dir().join("argocd/health.lua");
-    let fixtures = tessera_e2e::harness::workspace_root().join("e2e/tests/fixtures/argocd");
+    let fixtures = workspace_root().join("release/tests/fixtures/argocd");
     for (fixture, status, message) in [
         (
             "microservice-new",
@@ -261,14 +264,11 @@ fn argocd_health_follows_the_conditions() -> Result<()> {
         ),
     ] {
         let object = fixtures.join(format!("{fixture}.yaml"));
-        let out = chart::check(
-            &tools,
-            &[
-                "argocd-health",
-                &script.display().to_string(),
-                &object.display().to_string(),
-            ],
-        )?;
+        let out = tools.check(&[
+            "argocd-health",
+            &script.display().to_string(),
+            &object.display().to_string(),
+        ])?;
         let health: Value = serde_json::from_str(out.trim())?;
         ensure!(
             health["status"] == status && health["message"] == message,
@@ -291,7 +291,7 @@ fn the_image_archive_runs_the_operator_as_non_root() -> Result<()> {
         .arg("tessera/operator:test")
         .status()?;
     ensure!(status.success(), "image-archive failed: {status}");
-    let out = chart::check_image(&tools, &archive)?;
+    let out = tessera_release::image::check(&tools, &archive)?;
     let layers = out.lines().filter(|l| l.starts_with("layer ")).count();
     let image: Value = serde_json::from_str(out.lines().last().context("no output")?)?;
     ensure!(layers == 2 && image["layers"] == 2, "{out}");

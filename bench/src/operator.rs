@@ -742,7 +742,7 @@ impl Bench {
             ] {
                 meta.owner_references = None;
                 if let Some(labels) = meta.labels.as_mut() {
-                    labels.remove(build::MANAGED_BY_LABEL);
+                    labels.remove(tessera::keys::MANAGED_BY_LABEL);
                 }
             }
             objects.push((secret, deployment, service));

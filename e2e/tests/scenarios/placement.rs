@@ -246,6 +246,18 @@ pub async fn managed_cluster(env: &Env) -> Result<()> {
         },
     )
     .await?;
+    // `kubectl get microservices` names the node by its pod, the address stays for -o wide.
+    let table = env
+        .state
+        .kubectl_output(&["get", "microservices", "-n", NS])?;
+    ensure!(
+        table.split_whitespace().any(|word| word == "main-worker-2") && !table.contains(".svc."),
+        "{table}"
+    );
+    let wide = env
+        .state
+        .kubectl_output(&["get", "microservices", "-n", NS, "-o", "wide"])?;
+    ensure!(wide.contains(&worker2), "{wide}");
 
     // Scale-in 3 → 2: the StatefulSet keeps worker 2 until it is drained and removed.
     env.state
@@ -253,6 +265,7 @@ pub async fn managed_cluster(env: &Env) -> Result<()> {
     timeline.note("kubectl scale cituscluster/main --replicas=2".into());
     let scale_in = Instant::now();
     let mut draining_seen = false;
+    let mut leaving_seen = false;
     let mut removed_after: Option<f64> = None;
     let mut shrunk_after: Option<f64> = None;
     let deadline = Instant::now() + LONG;
@@ -264,6 +277,10 @@ pub async fn managed_cluster(env: &Env) -> Result<()> {
             c.type_ == "Draining" && c.status == "True" && c.message.contains("main-worker-2")
         }) {
             draining_seen = true;
+        }
+        // The WORKERS column says that a worker is still leaving.
+        if status.workers.as_deref() == Some("2/2, 1 leaving") {
+            leaving_seen = true;
         }
         // Read the StatefulSet first: if it already shrank, the node must be gone by now.
         let replicas = statefulsets
@@ -294,6 +311,10 @@ pub async fn managed_cluster(env: &Env) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     ensure!(draining_seen, "the Draining condition named main-worker-2");
+    ensure!(
+        leaving_seen,
+        "the WORKERS column showed 2/2, 1 leaving during the drain"
+    );
     println!(
         "  scale-in: node removed after {:.1}s, StatefulSet shrank after {:.1}s",
         removed_after.unwrap_or_default(),

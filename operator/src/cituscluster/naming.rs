@@ -101,6 +101,19 @@ pub fn pod_host(pod: &str, service: &str, namespace: &str, domain: &str) -> Stri
     format!("{pod}.{service}.{namespace}.svc.{domain}")
 }
 
+/// A node address (`host:port`) as a person reads it in a column: a name inside the cluster
+/// (`<pod>.<service>.<namespace>.svc.<domain>`) by its first label, the pod's name; any other
+/// host (an IP address, a name outside the cluster) as it is.
+pub fn short_node(address: &str) -> String {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    match host.split_once('.') {
+        Some((first, rest)) if rest.contains(".svc.") || rest.ends_with(".svc") => {
+            first.to_string()
+        }
+        _ => address.to_string(),
+    }
+}
+
 /// The ordinal of a StatefulSet pod named `<statefulset>-<ordinal>`.
 pub fn ordinal(statefulset: &str, pod: &str) -> Option<i32> {
     pod.strip_prefix(statefulset)?
@@ -113,6 +126,21 @@ pub fn ordinal(statefulset: &str, pod: &str) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_in_the_cluster_is_shown_by_its_pod() {
+        assert_eq!(
+            short_node("main-worker-1.main-worker-headless.shop.svc.cluster.local:5432"),
+            "main-worker-1"
+        );
+        assert_eq!(
+            short_node("main-coordinator.db.svc:5432"),
+            "main-coordinator"
+        );
+        assert_eq!(short_node("10.0.0.7:5432"), "10.0.0.7:5432");
+        assert_eq!(short_node("db.example.com:6432"), "db.example.com:6432");
+        assert_eq!(short_node("localhost"), "localhost");
+    }
 
     #[test]
     fn names_follow_the_cluster() {

@@ -107,7 +107,7 @@ pub fn compute(obs: &Observation) -> Outcome {
         citus_version: catalog.citus_version.clone(),
         replicas: Some(i32::try_from(registered).unwrap_or(i32::MAX)),
         selector: obs.selector.clone(),
-        workers: Some(format!("{ready}/{}", obs.desired)),
+        workers: Some(workers_column(obs.plan, ready, obs.desired)),
         shards: catalog.has_citus().then_some(shards),
         nodes,
         rebalance: record.rebalance,
@@ -120,6 +120,20 @@ pub fn compute(obs: &Observation) -> Outcome {
         status,
         observed,
         notes,
+    }
+}
+
+/// The WORKERS column: Ready of wanted, and while a drain runs how many registered workers are
+/// still leaving (the wanted count is reached only once they are removed).
+fn workers_column(plan: &Plan, ready: usize, desired: i32) -> String {
+    let leaving = plan
+        .workers
+        .iter()
+        .filter(|w| w.is_leaving() && w.node.is_some())
+        .count();
+    match leaving {
+        0 => format!("{ready}/{desired}"),
+        _ => format!("{ready}/{desired}, {leaving} leaving"),
     }
 }
 

@@ -45,7 +45,11 @@ use super::names;
         type_ = "string",
         json_path = ".status.database.schema"
     ),
-    printcolumn(name = "Node", type_ = "string", json_path = ".status.database.node"),
+    printcolumn(
+        name = "Node",
+        type_ = "string",
+        json_path = ".status.database.nodeName"
+    ),
     printcolumn(
         name = "Replicas",
         type_ = "integer",
@@ -56,6 +60,12 @@ use super::names;
         name = "Size",
         type_ = "string",
         json_path = ".status.database.size",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Address",
+        type_ = "string",
+        json_path = ".status.database.node",
         priority = 1
     ),
     printcolumn(
@@ -409,6 +419,10 @@ pub struct DatabaseStatus {
     /// The node (host:port) holding the schema's shards; on plain PostgreSQL the server itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// That node as `kubectl get` shows it: a managed node by its pod's name
+    /// (`main-worker-1`), any other by its address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
     /// The schema's size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<i64>,

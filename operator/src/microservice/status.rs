@@ -48,6 +48,7 @@ pub fn database_status(
         secret_name: secret_name.to_string(),
         distributed: colocation_id.is_some(),
         colocation_id,
+        node_name: node.as_deref().map(crate::cituscluster::naming::short_node),
         node,
         size_bytes: Some(placement.size_bytes),
         size: Some(crate::units::human_size(placement.size_bytes)),
@@ -433,6 +434,7 @@ mod condition_tests {
         assert_eq!(distributed.reason, "CitusNotInstalled");
         let status = database_status(&catalog, "svc", "svc", "svc-db", "c:5432");
         assert_eq!(status.node.as_deref(), Some("c:5432"));
+        assert_eq!(status.node_name.as_deref(), Some("c:5432"));
         assert!(!status.distributed);
     }
 

@@ -303,6 +303,8 @@ fn a_drain_shows_the_leaving_worker_and_its_shards() {
     assert!(!draining.message.contains("CONTEXT"));
     assert!(!condition(&outcome, REBALANCING).status);
     assert_eq!(condition(&outcome, READY).reason, "Draining");
+    // The WORKERS column says a registered worker is still leaving.
+    assert_eq!(outcome.status.workers.as_deref(), Some("1/2, 1 leaving"));
 }
 
 #[test]

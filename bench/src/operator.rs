@@ -109,7 +109,6 @@ async fn start_database(args: &Args) -> Result<Database> {
             .setting("log_connections", "on")
             .setting("max_connections", "300")
             .setting("fsync", fsync)
-            .setting("synchronous_commit", fsync)
             .setting("full_page_writes", fsync)
     };
     let citus = !args.plain

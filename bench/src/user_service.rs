@@ -151,7 +151,6 @@ async fn main() -> std::process::ExitCode {
     let pg = match pgtemp::TempPostgres::builder()
         .setting("max_connections", "200")
         .setting("fsync", durability)
-        .setting("synchronous_commit", durability)
         .setting("full_page_writes", durability)
         .start()
     {

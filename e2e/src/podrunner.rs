@@ -481,11 +481,6 @@ impl Runner {
         } else if kind != postgres::Kind::Plain {
             tracing::warn!(pod = %key, "Citus is not installed here: the pod runs plain PostgreSQL");
         }
-        // Only for experiments (an asynchronous cluster, say): the pods' own configuration wins
-        // otherwise, and the servers commit synchronously as in production.
-        if let Ok(value) = std::env::var("TESSERA_E2E_SYNCHRONOUS_COMMIT") {
-            builder = builder.setting("synchronous_commit", value);
-        }
         if let Some(password) = &password {
             builder = builder.superuser_password(password.clone());
         }

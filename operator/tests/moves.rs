@@ -8,6 +8,10 @@
 //! tests keep that documented: if Citus changes, the first one says so. They also show that the
 //! paths Tessera takes lose nothing: moves that block writes, or writers whose role commits
 //! synchronously (what Tessera sets on service roles). SKIPPED where Citus is not installed.
+//!
+//! Servers run as production's do (`synchronous_commit=on`, what a managed cluster is held to)
+//! except in the tests named for asynchronous commits: those stand for an external cluster an
+//! administrator configured so, which is what the preflight and `block_writes` protect against.
 
 mod support;
 
@@ -259,6 +263,18 @@ async fn logical_moves_lose_nothing_when_the_writer_commits_synchronously() {
         .expect("set the role's synchronous_commit");
     let outcome = moves_under_load(&nodes, &admin, "force_logical", 8, false).await;
     report("servers off, role on, force_logical", &outcome);
+    assert!(outcome.missing.is_empty(), "{outcome:?}");
+    assert_eq!(outcome.failed, 0, "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logical_moves_lose_nothing_on_servers_that_commit_synchronously() {
+    // A managed cluster's servers, as Tessera configures them.
+    let Some((nodes, admin)) = cluster("logical moves on synchronous servers", "on").await else {
+        return;
+    };
+    let outcome = moves_under_load(&nodes, &admin, "force_logical", 8, false).await;
+    report("synchronous_commit=on, force_logical", &outcome);
     assert!(outcome.missing.is_empty(), "{outcome:?}");
     assert_eq!(outcome.failed, 0, "{outcome:?}");
 }

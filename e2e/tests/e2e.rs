@@ -156,6 +156,10 @@ async fn tessera_end_to_end() -> Result<()> {
             Box::pin(scenarios::placement::managed_cluster(&env)),
         ),
         (
+            "pins and isolations: a schema moves to its pin and stays, one gets a worker to itself, a scale-in waits for a pin",
+            Box::pin(scenarios::pins::pins_and_isolations(&env)),
+        ),
+        (
             "an external cluster's worker StatefulSet scaled out and shrunk under Tessera",
             Box::pin(scenarios::external_workers::scaled_worker_statefulset(&env)),
         ),

@@ -15,11 +15,10 @@
 
 mod support;
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgtemp::citus::CitusCluster as LocalCitus;
+use support::writer::{lost, SteadyWriter};
 use tokio_postgres::Client;
 
 const SCHEMA: &str = "moving";
@@ -99,10 +98,6 @@ async fn moves_under_load(
     let writer = support::connect_as(&nodes.coordinator, WRITER, WRITER_PASSWORD)
         .await
         .expect("the writer connects");
-    let acknowledged = Arc::new(Mutex::new(Vec::new()));
-    let failed = Arc::new(Mutex::new(0usize));
-    let worst = Arc::new(Mutex::new(Duration::ZERO));
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let first_key: i64 = admin
         .query_one(
             &format!("SELECT coalesce(max(id), 0) FROM {SCHEMA}.acks"),
@@ -111,32 +106,14 @@ async fn moves_under_load(
         .await
         .expect("max id")
         .get(0);
-    let writing = {
-        let (acknowledged, failed, worst) = (acknowledged.clone(), failed.clone(), worst.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(WRITE_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let insert = format!("INSERT INTO {SCHEMA}.acks (id, payload) VALUES ($1, 'acked')");
-            let mut key = first_key;
-            // Bounded: a few minutes at most, whatever the moves do.
-            let deadline = Instant::now() + Duration::from_secs(240);
-            while !*stop_rx.borrow_and_update() && Instant::now() < deadline {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop_rx.changed() => break,
-                }
-                key += 1;
-                let sent = Instant::now();
-                match writer.execute(&insert, &[&key]).await {
-                    Ok(_) => acknowledged.lock().expect("lock").push(key),
-                    Err(_) => *failed.lock().expect("lock") += 1,
-                }
-                let took = sent.elapsed();
-                let mut worst = worst.lock().expect("lock");
-                *worst = (*worst).max(took);
-            }
-        })
-    };
+    // Bounded: a few minutes at most, whatever the moves do.
+    let writing = SteadyWriter::start(
+        writer,
+        &format!("{SCHEMA}.acks"),
+        first_key,
+        WRITE_INTERVAL,
+        Duration::from_secs(240),
+    );
     let workers: Vec<(String, i32)> = nodes
         .workers
         .iter()
@@ -162,48 +139,24 @@ async fn moves_under_load(
         moves += 1;
         tokio::time::sleep(Duration::from_millis(400)).await;
         if stop_on_loss {
-            let so_far = acknowledged.lock().expect("lock").clone();
-            missing = lost(admin, &so_far).await;
+            missing = lost(admin, &format!("{SCHEMA}.acks"), &writing.acknowledged()).await;
             if !missing.is_empty() {
                 break;
             }
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = stop_tx.send(true);
-    writing.await.expect("the writer ends");
-    let acknowledged = acknowledged.lock().expect("lock").clone();
+    let writes = writing.stop().await;
     if missing.is_empty() {
-        missing = lost(admin, &acknowledged).await;
+        missing = lost(admin, &format!("{SCHEMA}.acks"), &writes.acknowledged).await;
     }
-    let failed = *failed.lock().expect("lock");
-    let worst_latency = *worst.lock().expect("lock");
     Outcome {
         moves,
-        acknowledged: acknowledged.len(),
-        failed,
+        acknowledged: writes.acknowledged.len(),
+        failed: writes.failed,
         missing,
-        worst_latency,
+        worst_latency: writes.worst_latency,
     }
-}
-
-/// The acknowledged keys that are not in the table.
-async fn lost(admin: &Client, acknowledged: &[i64]) -> Vec<i64> {
-    let found: BTreeSet<i64> = admin
-        .query(
-            &format!("SELECT id FROM {SCHEMA}.acks WHERE id = ANY($1)"),
-            &[&acknowledged],
-        )
-        .await
-        .expect("look up the acknowledged keys")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    acknowledged
-        .iter()
-        .filter(|k| !found.contains(k))
-        .copied()
-        .collect()
 }
 
 fn report(what: &str, outcome: &Outcome) {

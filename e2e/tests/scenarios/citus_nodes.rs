@@ -15,13 +15,18 @@ use crate::{secret_text, Env};
 /// Creates the managed CitusCluster `main` in `ns`: a coordinator and two workers with small
 /// volumes and room for the connections of moves under load.
 pub async fn create_managed_cluster(env: &Env, ns: &str) -> Result<()> {
+    create_managed_cluster_with(env, ns, 2).await
+}
+
+/// The same with `workers` workers.
+pub async fn create_managed_cluster_with(env: &Env, ns: &str, workers: i32) -> Result<()> {
     let clusters: Api<CitusCluster> = Api::namespaced(env.client.clone(), ns);
     let cluster: CitusCluster = serde_json::from_value(serde_json::json!({
         "apiVersion": "tessera.dev/v1alpha1", "kind": "CitusCluster",
         "metadata": {"name": "main"},
         "spec": {"managed": {
             "coordinator": {"storage": {"size": "1Gi"}},
-            "workers": {"replicas": 2, "storage": {"size": "1Gi"}},
+            "workers": {"replicas": workers, "storage": {"size": "1Gi"}},
             "postgresql": {"parameters": {"max_connections": "200"}},
         }},
     }))?;

@@ -6,6 +6,7 @@ pub mod conflict;
 pub mod crd_validation;
 pub mod external_workers;
 pub mod first_contact;
+pub mod pins;
 pub mod placement;
 pub mod pod_runner_database;
 pub mod safety;

@@ -208,9 +208,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ready_ctx.set_ready();
     });
     // The Microservice controller's cache is shared: the CitusCluster controller reads who uses
-    // a cluster from it, and hears when a Microservice is gone.
+    // a cluster from it, and hears when a Microservice is gone or changes its placement.
     let (microservices, microservice_cache) = tessera::caches::SharedStore::new();
-    let (gone_tx, gone_rx) = futures::channel::mpsc::unbounded();
+    let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     // The caches are filled for as long as the controllers run; they end on a signal.
     let controllers = futures::future::select(
         Box::pin(fill_caches),
@@ -220,13 +220,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     ctx.clone(),
                     args.namespace.clone(),
                     (microservices.clone(), microservice_cache),
-                    gone_tx,
+                    wake_tx,
                 ),
                 tessera::cituscluster::run(
                     ctx.clone(),
                     args.namespace.clone(),
                     microservices,
-                    gone_rx,
+                    wake_rx,
                 ),
             )
         }),

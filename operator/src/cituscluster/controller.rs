@@ -29,13 +29,22 @@ fn labelled_cluster<K: Resource>(object: &K) -> Option<ObjectRef<CitusCluster>> 
     Some(ObjectRef::new(name).within(meta.namespace.as_deref().unwrap_or_default()))
 }
 
+/// What the Microservice controller tells the CitusCluster controller of a cluster's users.
+#[derive(Debug, Clone)]
+pub enum Wake {
+    /// A Microservice of the cluster is gone (a deleted cluster kept for it may go now).
+    Gone(ObjectRef<CitusCluster>),
+    /// A Microservice of the cluster changed its spec.database.placement.
+    PlacementChanged(ObjectRef<CitusCluster>),
+}
+
 /// Runs the CitusCluster controller until the process is told to stop. `microservices` is the
 /// Microservice controller's cache.
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
     microservices: crate::caches::SharedStore<Microservice>,
-    gone: impl futures::Stream<Item = ObjectRef<CitusCluster>> + Send + 'static,
+    wakes: impl futures::Stream<Item = Wake> + Send + 'static,
 ) {
     let client = ctx.client.clone();
     let labelled = crate::caches::watch_config().labels(CLUSTER_LABEL);
@@ -53,13 +62,17 @@ pub async fn run(
         crate::caches::watch_config(),
     );
     let clusters = controller.store();
-    // Only a deleted cluster waits for its Microservices to go.
+    // Only a deleted cluster waits for its Microservices to go; any cluster places schemas.
     let deleted = clusters.clone();
-    let kept_for_gone = gone.filter(move |cluster| {
-        let deleting = deleted
-            .get(cluster)
-            .is_some_and(|c| c.metadata.deletion_timestamp.is_some());
-        futures::future::ready(deleting)
+    let woken = wakes.filter_map(move |wake| {
+        let cluster = match wake {
+            Wake::Gone(cluster) => deleted
+                .get(&cluster)
+                .is_some_and(|c| c.metadata.deletion_timestamp.is_some())
+                .then_some(cluster),
+            Wake::PlacementChanged(cluster) => Some(cluster),
+        };
+        futures::future::ready(cluster)
     });
     let context = Arc::new(ClusterContext {
         ctx,
@@ -101,7 +114,7 @@ pub async fn run(
             );
             targets
         })
-        .reconcile_on(kept_for_gone)
+        .reconcile_on(woken)
         .shutdown_on_signal()
         .run(
             |cluster, cc| async move {

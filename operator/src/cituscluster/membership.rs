@@ -17,11 +17,13 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
+use super::placement::{self, Decision};
 use crate::crd::cituscluster::{
     CitusClusterStatus, RebalancePolicy, RebalanceSpec, RebalanceStatus,
 };
 use crate::sql::cluster::{ClusterCatalog, Job, JobState, Node};
 use crate::sql::membership::NodeStep;
+use crate::sql::placement_rules::twin_name;
 
 /// A worker pod, or the place of one, as Kubernetes shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,10 @@ pub struct Inputs<'a> {
     pub previous: &'a CitusClusterStatus,
     /// The value of the `tessera.dev/rebalance` annotation.
     pub request: Option<&'a str>,
+    /// The cluster's Microservices that ask for a placement.
+    pub placement: &'a [placement::Request],
+    /// Managed: the worker pods' name prefix, so that a pin may name a worker by ordinal.
+    pub worker_prefix: Option<&'a str>,
     pub now: Timestamp,
 }
 
@@ -154,6 +160,11 @@ pub enum Phase {
     Draining { nodes: Vec<(String, i64)> },
     /// Leaving workers are drained; orphaned shards are dropped and the nodes removed.
     Removing { nodes: Vec<String> },
+    /// Leaving workers hold pinned schemas: the drain waits until the pins change (worker,
+    /// Microservices pinned there).
+    HeldByPins { workers: Vec<(String, Vec<String>)> },
+    /// Schemas are not where their placement rules say; a placement job moves them.
+    Placing { schemas: Vec<String> },
     /// The last job failed; the next try waits until `retry_at`.
     BackingOff {
         drain: bool,
@@ -170,6 +181,8 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobIntent {
     pub drain_only: bool,
+    /// A drain-only job that moves schemas to where their placement rules say.
+    pub placement: bool,
     pub trigger: String,
     /// The workers shards are balanced across once it finishes.
     pub workers: Vec<String>,
@@ -195,6 +208,8 @@ pub struct Plan {
     pub members: Vec<String>,
     /// The balanced set to record when there is none yet (first look at a cluster).
     pub adopt_balanced: Option<Vec<String>>,
+    /// Pins and isolations: the rules, each request's state.
+    pub placement: Decision,
 }
 
 /// The wait before retrying after `attempts` failed jobs in a row: 1 min, doubling, at most
@@ -215,14 +230,25 @@ pub fn plan(input: &Inputs) -> Plan {
         members: Vec::new(),
         adopt_balanced: None,
         workers: classify(input),
+        placement: Decision::default(),
+    };
+    let naming = placement::Naming {
+        worker_prefix: input.worker_prefix,
     };
     if !input.catalog.has_citus() {
+        plan.placement = placement::decide(input.placement, &plan.workers, input.catalog, &naming);
         return plan;
     }
     place_coordinator(input, &mut plan);
     mark_shard_holders(input, &mut plan);
     join_ready_workers(input, &mut plan);
     plan.members = members(input, &plan.workers);
+    plan.placement = placement::decide(input.placement, &plan.workers, input.catalog, &naming);
+    plan.steps.extend(placement::keep_rules(
+        input.catalog,
+        &input.rebalance.strategy,
+        &plan.placement.rules,
+    ));
     let history = History::of(input);
     if let Some(job) = input.catalog.active_job() {
         follow_running_job(job, &history, &mut plan);
@@ -231,8 +257,53 @@ pub fn plan(input: &Inputs) -> Plan {
     } else {
         remove_stale_rows(input, &mut plan);
         rebalance_if_changed(input, &history, &mut plan);
+        if plan.job.is_none() {
+            place_misplaced(input, &history, &mut plan);
+        }
     }
     plan
+}
+
+/// Schemas that are not where their rules say move in a drain-only job with the rules'
+/// strategy: Citus moves exactly the placements the strategy disallows, nothing else.
+fn place_misplaced(input: &Inputs, history: &History, plan: &mut Plan) {
+    let schemas = plan.placement.misplaced.clone();
+    if schemas.is_empty() {
+        return;
+    }
+    if let Some(phase) = history.backing_off(JobKind::Placement) {
+        plan.phase = phase;
+        return;
+    }
+    plan.steps.push(start(input.rebalance, true));
+    plan.job = Some(JobIntent {
+        drain_only: true,
+        placement: true,
+        trigger: format!("placement of {}", schemas.join(", ")),
+        workers: plan.members.clone(),
+        request: None,
+        attempt: history.attempt(JobKind::Placement),
+    });
+    plan.phase = Phase::Placing { schemas };
+}
+
+/// What a job of Tessera's is for, as far as retries go: a failed job delays the next of its
+/// kind only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobKind {
+    Rebalance,
+    Drain,
+    Placement,
+}
+
+impl JobKind {
+    fn of(recorded: &RebalanceStatus) -> Self {
+        match (recorded.drain_only, recorded.placement) {
+            (true, true) => JobKind::Placement,
+            (true, false) => JobKind::Drain,
+            (false, _) => JobKind::Rebalance,
+        }
+    }
 }
 
 fn managed_desired(input: &Inputs) -> Option<i32> {
@@ -326,9 +397,9 @@ fn members(input: &Inputs, workers: &[WorkerView]) -> Vec<String> {
 struct History<'a> {
     /// The newest job, when Tessera started it.
     ours: Option<&'a RebalanceStatus>,
-    /// The last job of ours failed and the wait before the next try is not over: whether it was
-    /// a drain, when to try again, and why it failed.
-    backoff: Option<(bool, Timestamp, String)>,
+    /// The last job of ours failed and the wait before the next try is not over: its kind,
+    /// when to try again, and why it failed.
+    backoff: Option<(JobKind, Timestamp, String)>,
     /// Whether the newest job ended without success.
     unsuccessful: bool,
 }
@@ -352,7 +423,7 @@ impl<'a> History<'a> {
             let retry_at = finished
                 .checked_add(retry_delay(r.attempts))
                 .unwrap_or(finished);
-            (input.now < retry_at).then(|| (r.drain_only, retry_at, job_message(r, job)))
+            (input.now < retry_at).then(|| (JobKind::of(r), retry_at, job_message(r, job)))
         });
         Self {
             ours,
@@ -362,22 +433,20 @@ impl<'a> History<'a> {
     }
 
     /// The attempt a new job of this kind would be: the next after a run of failures.
-    fn attempt(&self, drain_only: bool) -> i32 {
+    fn attempt(&self, kind: JobKind) -> i32 {
         match self.ours {
-            Some(r) if r.drain_only == drain_only && self.unsuccessful => {
-                r.attempts.saturating_add(1)
-            }
+            Some(r) if JobKind::of(r) == kind && self.unsuccessful => r.attempts.saturating_add(1),
             _ => 1,
         }
     }
 
     /// The backoff in force for jobs of this kind, if any.
-    fn backing_off(&self, drain: bool) -> Option<Phase> {
+    fn backing_off(&self, kind: JobKind) -> Option<Phase> {
         self.backoff
             .as_ref()
-            .filter(|(was_drain, _, _)| *was_drain == drain)
+            .filter(|(was, _, _)| *was == kind)
             .map(|(_, retry_at, message)| Phase::BackingOff {
-                drain,
+                drain: kind != JobKind::Rebalance,
                 retry_at: *retry_at,
                 message: message.clone(),
             })
@@ -387,7 +456,8 @@ impl<'a> History<'a> {
 /// A running job: wait for it, unless it works against the wanted membership.
 fn follow_running_job(job: &Job, history: &History, plan: &mut Plan) {
     let leaving = plan.workers.iter().any(WorkerView::is_leaving);
-    let our_drain = history.ours.is_some_and(|r| r.drain_only);
+    let kind = history.ours.map(JobKind::of);
+    let our_drain = kind == Some(JobKind::Drain);
     let stop_reason = if leaving && !our_drain {
         Some("workers are leaving: their shards must drain first".to_string())
     } else if !leaving && our_drain {
@@ -416,6 +486,13 @@ fn follow_running_job(job: &Job, history: &History, plan: &mut Plan) {
 /// Workers are leaving: a drain while they hold shards, then the orphaned shards' cleanup and
 /// their removal.
 fn drain_or_remove(input: &Inputs, history: &History, plan: &mut Plan) {
+    // Nothing moves a pinned schema but a change of its pin.
+    if !plan.placement.held.is_empty() {
+        plan.phase = Phase::HeldByPins {
+            workers: plan.placement.held.clone(),
+        };
+        return;
+    }
     let leaving: Vec<&WorkerView> = plan.workers.iter().filter(|w| w.is_leaving()).collect();
     let holding: Vec<(String, i64)> = leaving
         .iter()
@@ -423,7 +500,7 @@ fn drain_or_remove(input: &Inputs, history: &History, plan: &mut Plan) {
         .map(|w| (w.address(), w.sole_placements()))
         .collect();
     if !holding.is_empty() {
-        if let Some(phase) = history.backing_off(true) {
+        if let Some(phase) = history.backing_off(JobKind::Drain) {
             plan.phase = phase;
             return;
         }
@@ -438,10 +515,11 @@ fn drain_or_remove(input: &Inputs, history: &History, plan: &mut Plan) {
         plan.steps.push(start(input.rebalance, true));
         plan.job = Some(JobIntent {
             drain_only: true,
+            placement: false,
             trigger,
             workers: plan.members.clone(),
             request: None,
-            attempt: history.attempt(true),
+            attempt: history.attempt(JobKind::Drain),
         });
         plan.phase = Phase::Draining { nodes: holding };
         return;
@@ -512,6 +590,7 @@ fn rebalance_if_changed(input: &Inputs, history: &History, plan: &mut Plan) {
         plan.steps.push(start(input.rebalance, false));
         plan.job = Some(JobIntent {
             drain_only: false,
+            placement: false,
             trigger: format!("requested by annotation tessera.dev/rebalance={request}"),
             workers: plan.members.clone(),
             request: Some(request.to_string()),
@@ -554,7 +633,7 @@ fn rebalance_if_changed(input: &Inputs, history: &History, plan: &mut Plan) {
         plan.phase = Phase::RebalanceNeeded { joined };
         return;
     }
-    if let Some(phase) = history.backing_off(false) {
+    if let Some(phase) = history.backing_off(JobKind::Rebalance) {
         plan.phase = phase;
         return;
     }
@@ -570,10 +649,11 @@ fn rebalance_if_changed(input: &Inputs, history: &History, plan: &mut Plan) {
     plan.steps.push(start(input.rebalance, false));
     plan.job = Some(JobIntent {
         drain_only: false,
+        placement: false,
         trigger,
         workers: plan.members.clone(),
         request: None,
-        attempt: history.attempt(false),
+        attempt: history.attempt(JobKind::Rebalance),
     });
     plan.phase = Phase::Starting { drain_only: false };
 }
@@ -586,10 +666,11 @@ fn should_have_shards(node: &Node, value: bool) -> NodeStep {
     }
 }
 
+/// A job with the twin of the spec's strategy, so that it keeps to the placement rules.
 fn start(spec: &RebalanceSpec, drain_only: bool) -> NodeStep {
     NodeStep::StartRebalance {
         drain_only,
-        strategy: spec.strategy.clone(),
+        strategy: twin_name(&spec.strategy),
         transfer_mode: spec.shard_transfer_mode.as_str().to_string(),
     }
 }

@@ -17,6 +17,7 @@ pub mod membership;
 pub mod naming;
 pub mod objects;
 pub mod observe;
+pub mod placement;
 pub mod protect;
 pub mod reconcile;
 pub mod report;

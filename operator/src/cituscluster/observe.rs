@@ -10,9 +10,11 @@ use kube::{Api, ResourceExt};
 use super::context::{cached, ClusterContext};
 use super::credentials::Access;
 use super::database::{self, DatabaseError, Round};
+use super::deletion;
 use super::error::Error;
 use super::membership::{self, Inputs, Topology, WorkerSlot};
 use super::naming::{ClusterNames, COORDINATOR_ROLE, POSTGRES_PORT, WORKER_ROLE};
+use super::placement;
 use super::validate::{Effective, Kind};
 use super::workers::{self, SetView};
 use crate::crd::cituscluster::CitusCluster;
@@ -79,6 +81,11 @@ pub async fn round(
     let previous = cluster.status.clone().unwrap_or_default();
     let rebalance = &cluster.spec.rebalance;
     let deadline = cc.ctx.settings.limits.deadline;
+    let placement = placement_requests(cluster, cc);
+    let worker_prefix = match effective.kind {
+        Kind::Managed(_) => Some(names.statefulset(WORKER_ROLE)),
+        Kind::External(_) => None,
+    };
     let round = database::round(client, superuser, rebalance, deadline, |catalog| {
         let slots: Vec<WorkerSlot> = pods
             .iter()
@@ -95,11 +102,35 @@ pub async fn round(
             rebalance,
             previous: &previous,
             request: request.as_deref(),
+            placement: &placement,
+            worker_prefix: worker_prefix.as_deref(),
             now,
         })
     })
     .await?;
     Ok(round)
+}
+
+/// What the cluster's live Microservices ask of their schemas' placement (those whose spec is
+/// valid; the others say why on their own status).
+fn placement_requests(cluster: &CitusCluster, cc: &ClusterContext) -> Vec<placement::Request> {
+    cc.microservices
+        .store
+        .state()
+        .iter()
+        .filter(|ms| ms.metadata.deletion_timestamp.is_none())
+        .filter(|ms| deletion::references(ms, cluster))
+        .filter_map(|ms| {
+            let spec = ms.spec.database.placement.clone().filter(|p| p.is_set())?;
+            let effective = crate::microservice::validate::validate(ms).ok()?;
+            Some(placement::Request {
+                microservice: format!("{}/{}", effective.namespace, effective.name),
+                uid: effective.uid,
+                schema: effective.schema,
+                spec,
+            })
+        })
+        .collect()
 }
 
 /// The pods of one worker StatefulSet, read before the catalog (slots need both).

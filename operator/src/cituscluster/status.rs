@@ -88,6 +88,7 @@ pub fn compute(obs: &Observation) -> Outcome {
     let unavailable = nodes::unavailable(obs.plan);
     notes.extend(nodes::unavailable_notes(obs.plan, obs.previous));
     notes.extend(problem_notes(obs));
+    notes.extend(placement_notes(obs));
 
     let catalog = obs.catalog;
     let registered = catalog.workers().filter(|n| n.active).count();
@@ -115,6 +116,7 @@ pub fn compute(obs: &Observation) -> Outcome {
         handled_rebalance_request: record.handled,
         superuser_secret: obs.superuser_secret.clone(),
         overridden_parameters: obs.overridden.clone(),
+        placements: obs.plan.placement.placements.clone(),
     };
     Outcome {
         status,
@@ -135,6 +137,35 @@ fn workers_column(plan: &Plan, ready: usize, desired: i32) -> String {
         0 => format!("{ready}/{desired}"),
         _ => format!("{ready}/{desired}, {leaving} leaving"),
     }
+}
+
+/// An Event for each placement whose state changed: a warning when it needs a person.
+fn placement_notes(obs: &Observation) -> Vec<Note> {
+    obs.plan
+        .placement
+        .placements
+        .iter()
+        .filter(|p| {
+            !obs.previous.placements.iter().any(|was| {
+                was.microservice == p.microservice && was.state == p.state && was.worker == p.worker
+            })
+        })
+        .map(|p| {
+            let text = format!(
+                "{} (schema {}, {}): {}: {}",
+                p.microservice,
+                p.schema,
+                p.requested,
+                p.state.as_str(),
+                p.message
+            );
+            if p.state.is_healthy() {
+                Note::normal("Placement", text)
+            } else {
+                Note::warning("PlacementBlocked", text)
+            }
+        })
+        .collect()
 }
 
 /// Warnings of what holds moves back: workers that could not be prepared, failed preflight

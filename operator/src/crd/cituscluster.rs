@@ -516,6 +516,74 @@ pub struct CitusClusterStatus {
     /// Parameters of spec.managed.postgresql that Tessera overrode, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overridden_parameters: Vec<String>,
+    /// The schemas that Microservices pin or isolate (spec.database.placement), where each
+    /// belongs and whether it is there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placements: Vec<SchemaPlacement>,
+}
+
+/// Where a pinned or isolated schema belongs, and whether it is there.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemaPlacement {
+    /// The Microservice (namespace/name).
+    pub microservice: String,
+    pub schema: String,
+    /// What its spec asks: "worker main-worker-1", "isolated", "isolated on main-worker-1".
+    pub requested: String,
+    /// The worker the schema belongs on (a managed worker by pod name, any other by
+    /// host:port); absent when none could be given to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Placed, Moving, Pending (no tables yet), WorkerNotFound, WorkerLeaving, NoRoom, Conflict
+    /// or Unsupported (no Citus).
+    pub state: PlacementState,
+    pub message: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PlacementState {
+    /// Every shard of the schema is on its worker (alone there, when isolated).
+    Placed,
+    /// The rule is in force and shards are to move (or are moving).
+    #[default]
+    Moving,
+    /// The schema has no distributed table yet; the first one is moved to the worker.
+    Pending,
+    /// The worker named in the pin is not a worker of the cluster.
+    WorkerNotFound,
+    /// The pinned worker is being removed: the scale-in waits until the pin changes.
+    WorkerLeaving,
+    /// Isolation needs a worker no other schema must keep; none is free.
+    NoRoom,
+    /// Another schema holds the worker (isolated there, or pinned there while this one asks to
+    /// be alone).
+    Conflict,
+    /// The cluster runs PostgreSQL without Citus.
+    Unsupported,
+}
+
+impl PlacementState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlacementState::Placed => "Placed",
+            PlacementState::Moving => "Moving",
+            PlacementState::Pending => "Pending",
+            PlacementState::WorkerNotFound => "WorkerNotFound",
+            PlacementState::WorkerLeaving => "WorkerLeaving",
+            PlacementState::NoRoom => "NoRoom",
+            PlacementState::Conflict => "Conflict",
+            PlacementState::Unsupported => "Unsupported",
+        }
+    }
+
+    /// Whether the schema is where it was asked to be, or will be without anyone's help.
+    pub fn is_healthy(self) -> bool {
+        matches!(
+            self,
+            PlacementState::Placed | PlacementState::Moving | PlacementState::Pending
+        )
+    }
 }
 
 /// One node: a row of pg_dist_node, or a worker pod on its way in.
@@ -552,6 +620,9 @@ pub struct NodeStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RebalanceStatus {
+    /// The job only moves schemas that placement rules keep elsewhere (pins and isolations).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub placement: bool,
     /// The Citus job id (pg_dist_background_job).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<i64>,

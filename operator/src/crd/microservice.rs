@@ -69,6 +69,12 @@ use super::names;
         priority = 1
     ),
     printcolumn(
+        name = "Placement",
+        type_ = "string",
+        json_path = ".status.database.placement.state",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -318,6 +324,45 @@ pub struct DatabaseSpec {
     /// spec.rebalance.onAsynchronousCommit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synchronous_commit: Option<SynchronousCommit>,
+    /// Where the schema lives (Citus only): pinned to a worker, or on a worker of its own. Every
+    /// rebalance and drain keeps to it, whoever starts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementSpec>,
+}
+
+/// A schema's place in its cluster.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementSpec {
+    /// Pin the schema to this worker: a managed worker by ordinal (`"1"`) or pod name
+    /// (`main-worker-1`), an external one by pod name or `host:port` as Citus registered it.
+    /// Tessera moves the schema there (in a mode that loses no write) and rebalances and drains
+    /// leave it there; a scale-in that would remove the worker waits until the pin changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub worker: Option<String>,
+    /// Give the schema a worker to itself (the pinned one, else one Tessera picks): nothing else
+    /// is placed there and other schemas move off. When every worker is taken, the status says
+    /// so and nothing moves; scaling out makes room.
+    #[serde(default)]
+    pub isolated: bool,
+}
+
+impl PlacementSpec {
+    /// Whether it asks for anything.
+    pub fn is_set(&self) -> bool {
+        self.worker.is_some() || self.isolated
+    }
+
+    /// What it asks, for people: "worker main-worker-1", "isolated", "isolated on 2".
+    pub fn describe(&self) -> String {
+        match (&self.worker, self.isolated) {
+            (Some(worker), true) => format!("isolated on {worker}"),
+            (Some(worker), false) => format!("worker {worker}"),
+            (None, true) => "isolated".into(),
+            (None, false) => "anywhere".into(),
+        }
+    }
 }
 
 /// PostgreSQL's `synchronous_commit` values.
@@ -429,4 +474,7 @@ pub struct DatabaseStatus {
     /// The schema's size for people (e.g. "1.2 MiB").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
+    /// Where spec.database.placement puts the schema, and whether it is there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<super::cituscluster::SchemaPlacement>,
 }

@@ -18,10 +18,13 @@ use super::error::Error;
 use super::objects::Caches;
 use super::reconcile::reconcile;
 use crate::caches::{drain, reflect, scoped_api as api};
+use crate::cituscluster::controller::Wake;
 use crate::compact::Compact;
 use crate::conditions;
 use crate::context::Context;
+use crate::crd::cituscluster::SchemaPlacement;
 use crate::crd::microservice::Microservice;
+use crate::crd::microservice::PlacementSpec;
 use crate::crd::CitusCluster;
 use crate::keys::{MANAGED_BY, MANAGED_BY_LABEL};
 
@@ -38,7 +41,7 @@ pub async fn run(
         crate::caches::SharedStore<Microservice>,
         reflector::store::Writer<Microservice>,
     ),
-    gone: futures::channel::mpsc::UnboundedSender<ObjectRef<CitusCluster>>,
+    wake_cluster: futures::channel::mpsc::UnboundedSender<Wake>,
 ) {
     let client = ctx.client.clone();
     let owned = crate::caches::watch_config().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
@@ -52,6 +55,7 @@ pub async fn run(
     // Only changes by others start a reconcile: the status Tessera writes (placement and size
     // among it) would otherwise start another reconcile of the same object each time.
     let store = cache.as_reader();
+    let mut placements: HashMap<String, Option<PlacementSpec>> = HashMap::new();
     let microservices = reflector::reflector(
         cache,
         watcher(
@@ -64,9 +68,21 @@ pub async fn run(
     .inspect(move |event| {
         if let Ok(event) = event {
             shared.note(event);
-            // A deleted cluster kept for its Microservices looks again as soon as one goes.
-            if let watcher::Event::Delete(ms) = event {
-                let _ = gone.unbounded_send(cluster_of(ms));
+            match event {
+                // A deleted cluster kept for its Microservices looks again as soon as one goes.
+                watcher::Event::Delete(ms) => {
+                    placements.remove(&ms.uid().unwrap_or_default());
+                    let _ = wake_cluster.unbounded_send(Wake::Gone(cluster_of(ms)));
+                }
+                // The cluster places schemas: it hears of a new or changed placement at once.
+                watcher::Event::Apply(ms) | watcher::Event::InitApply(ms) => {
+                    let wanted = ms.spec.database.placement.clone().filter(|p| p.is_set());
+                    let before = placements.insert(ms.uid().unwrap_or_default(), wanted.clone());
+                    if before.flatten() != wanted {
+                        let _ = wake_cluster.unbounded_send(Wake::PlacementChanged(cluster_of(ms)));
+                    }
+                }
+                _ => {}
             }
         }
     })
@@ -97,15 +113,22 @@ pub async fn run(
             move |cluster| {
                 // Only what changes a Microservice's connection or placement wakes it: a
                 // rebalance's progress reports would otherwise reconcile every service on the
-                // cluster every few seconds.
+                // cluster every few seconds. A pinned schema's own entry wakes its service alone.
                 let key = ObjectRef::from_obj(&cluster);
                 let fingerprint = cluster_fingerprint(&cluster);
-                let changed = seen
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key, fingerprint)
-                    != Some(fingerprint);
-                if !changed {
+                let placements = cluster
+                    .status
+                    .as_ref()
+                    .map(|s| s.placements.clone())
+                    .unwrap_or_default();
+                let (changed, moved) = {
+                    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    let before = seen.insert(key, (fingerprint, placements.clone()));
+                    let before_placements = before.as_ref().map(|b| b.1.as_slice()).unwrap_or(&[]);
+                    let moved = changed_placements(before_placements, &placements);
+                    (before.map(|b| b.0) != Some(fingerprint), moved)
+                };
+                if !changed && moved.is_empty() {
                     return Vec::new();
                 }
                 let namespace = cluster.namespace();
@@ -118,6 +141,14 @@ pub async fn run(
                         let referenced_namespace =
                             reference.namespace.clone().or_else(|| ms.namespace());
                         referenced_namespace == namespace && reference.name == name
+                    })
+                    .filter(|ms| {
+                        changed
+                            || moved.contains(&format!(
+                                "{}/{}",
+                                ms.namespace().unwrap_or_default(),
+                                ms.name_any()
+                            ))
                     })
                     .map(|ms| ObjectRef::from_obj(&**ms))
                     .collect::<Vec<_>>()
@@ -148,6 +179,22 @@ fn cluster_of(ms: &Microservice) -> ObjectRef<CitusCluster> {
 
 /// What a Microservice depends on in its CitusCluster: the spec, whether it can take services,
 /// the endpoint and credentials, and the end of each rebalance or drain (schemas moved).
+/// The Microservices (namespace/name) whose placement entry differs between two statuses.
+fn changed_placements(before: &[SchemaPlacement], after: &[SchemaPlacement]) -> Vec<String> {
+    let mut changed: Vec<String> = after
+        .iter()
+        .filter(|p| !before.contains(p))
+        .map(|p| p.microservice.clone())
+        .collect();
+    changed.extend(
+        before
+            .iter()
+            .filter(|p| !after.iter().any(|a| a.microservice == p.microservice))
+            .map(|p| p.microservice.clone()),
+    );
+    changed
+}
+
 fn cluster_fingerprint(cluster: &CitusCluster) -> u64 {
     use std::hash::{Hash, Hasher};
     let status = cluster.status.clone().unwrap_or_default();

@@ -7,9 +7,11 @@ use super::objects::Owned;
 use super::validate::Effective;
 use crate::cituscluster::connection::resolve;
 use crate::context::Context;
-use crate::crd::microservice::Microservice;
+use crate::crd::cituscluster::{PlacementState, SchemaPlacement};
+use crate::crd::microservice::{Microservice, PlacementSpec};
 use crate::crd::CitusCluster;
 use crate::sql::{ConnectionConfig, Desired, Owner};
+use kube::ResourceExt;
 
 /// What the database side came to.
 pub struct Database {
@@ -17,6 +19,8 @@ pub struct Database {
     pub connection: ConnectionConfig,
     /// The password the Secret gets.
     pub password: String,
+    /// Where the cluster places the schema, when spec.database.placement asks.
+    pub placement: Option<SchemaPlacement>,
 }
 
 pub async fn provision(
@@ -61,11 +65,46 @@ pub async fn provision(
         super::context::revision(ms).unwrap_or_default(),
     )
     .await?;
+    let resource = format!("{}/{}", effective.namespace, effective.name);
+    let placement = ms
+        .spec
+        .database
+        .placement
+        .as_ref()
+        .filter(|p| p.is_set())
+        .map(|spec| placement_of(&cluster, &resource, &effective.schema, spec));
     Ok(Database {
         provisioned,
         connection,
         password,
+        placement,
     })
+}
+
+/// The cluster's word on this Microservice's placement; until it has looked, the request is
+/// pending.
+fn placement_of(
+    cluster: &CitusCluster,
+    resource: &str,
+    schema: &str,
+    spec: &PlacementSpec,
+) -> SchemaPlacement {
+    cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.placements.iter().find(|p| p.microservice == resource))
+        .cloned()
+        .unwrap_or_else(|| SchemaPlacement {
+            microservice: resource.to_string(),
+            schema: schema.to_string(),
+            requested: spec.describe(),
+            worker: None,
+            state: PlacementState::Pending,
+            message: format!(
+                "waiting for the CitusCluster {} to place the schema",
+                cluster.name_any()
+            ),
+        })
 }
 
 fn owner(effective: &Effective) -> Owner {

@@ -70,7 +70,8 @@ pub async fn applied(
         catalog: &database.provisioned.catalog,
         endpoint: database.connection.endpoint(),
     };
-    let observed = status::conditions(&outcome, effective.distribute, &rollout, &problems);
+    let mut observed = status::conditions(&outcome, effective.distribute, &rollout, &problems);
+    observed.extend(database.placement.as_ref().map(status::placed));
     let connection = &database.connection;
     let next = MicroserviceStatus {
         database: Some(status::database_status(
@@ -79,6 +80,7 @@ pub async fn applied(
             &effective.schema,
             &effective.secret_name,
             &format!("{}:{}", connection.host, connection.port),
+            database.placement.as_ref(),
         )),
         replicas: rollout.replicas,
         ready_replicas: rollout.ready_replicas,

@@ -3,6 +3,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 
 use crate::conditions::{self, Observed, Standing};
+use crate::crd::cituscluster::{PlacementState, SchemaPlacement};
 use crate::crd::microservice::DatabaseStatus;
 use crate::reasons::{self, DISTRIBUTION_BLOCKED, ROLLING_OUT};
 use crate::sql::Catalog;
@@ -11,6 +12,7 @@ pub const DATABASE_READY: &str = "DatabaseReady";
 pub const SCHEMA_DISTRIBUTED: &str = "SchemaDistributed";
 pub const AVAILABLE: &str = "Available";
 pub const CONFLICT: &str = "Conflict";
+pub const PLACED: &str = "Placed";
 
 /// How the database side went.
 #[derive(Debug, Clone)]
@@ -34,6 +36,7 @@ pub fn database_status(
     schema: &str,
     secret_name: &str,
     coordinator: &str,
+    placed: Option<&SchemaPlacement>,
 ) -> DatabaseStatus {
     let colocation_id = catalog.schema.as_ref().and_then(|s| s.colocation_id);
     let placement = catalog.placement.clone().unwrap_or_default();
@@ -52,7 +55,21 @@ pub fn database_status(
         node,
         size_bytes: Some(placement.size_bytes),
         size: Some(crate::units::human_size(placement.size_bytes)),
+        placement: placed.cloned(),
     }
+}
+
+/// Placed: whether the schema is where spec.database.placement asks (only when it asks).
+pub fn placed(placement: &SchemaPlacement) -> Observed {
+    Observed::new(
+        PLACED,
+        placement.state == PlacementState::Placed,
+        placement.state.as_str(),
+        match &placement.worker {
+            Some(worker) => format!("{} ({worker}): {}", placement.requested, placement.message),
+            None => format!("{}: {}", placement.requested, placement.message),
+        },
+    )
 }
 
 /// The Deployment's rollout, as far as the status needs it.
@@ -419,6 +436,35 @@ mod condition_tests {
     }
 
     #[test]
+    fn placed_says_where_the_schema_belongs_and_why_it_is_not_there() {
+        let mut placement = SchemaPlacement {
+            microservice: "shop/orders".into(),
+            schema: "orders".into(),
+            requested: "worker 1".into(),
+            worker: Some("main-worker-1".into()),
+            state: PlacementState::Placed,
+            message: "1 shard on main-worker-1".into(),
+        };
+        let placed = super::placed(&placement);
+        assert!(placed.status);
+        assert_eq!(placed.reason, "Placed");
+        assert_eq!(
+            placed.message,
+            "worker 1 (main-worker-1): 1 shard on main-worker-1"
+        );
+        placement.state = PlacementState::WorkerNotFound;
+        placement.worker = None;
+        placement.message = "9 is not a worker of this cluster".into();
+        let missing = super::placed(&placement);
+        assert!(!missing.status);
+        assert_eq!(missing.reason, "WorkerNotFound");
+        assert_eq!(
+            missing.message,
+            "worker 1: 9 is not a worker of this cluster"
+        );
+    }
+
+    #[test]
     fn plain_postgresql_reports_no_distribution() {
         let catalog = Catalog {
             server_version: "15".into(),
@@ -432,7 +478,7 @@ mod condition_tests {
         let distributed = get(&observed, SCHEMA_DISTRIBUTED);
         assert!(!distributed.status);
         assert_eq!(distributed.reason, "CitusNotInstalled");
-        let status = database_status(&catalog, "svc", "svc", "svc-db", "c:5432");
+        let status = database_status(&catalog, "svc", "svc", "svc-db", "c:5432", None);
         assert_eq!(status.node.as_deref(), Some("c:5432"));
         assert_eq!(status.node_name.as_deref(), Some("c:5432"));
         assert!(!status.distributed);

@@ -95,7 +95,7 @@ fn forget(kind: ObjectKind, name: &str) -> Statement {
 
 /// The advisory lock key taken while the claims table is made (any fixed number would do; this
 /// one spells "tessera" in ASCII, so that it can be told apart in `pg_locks`).
-const CLAIMS_TABLE_LOCK: i64 = 0x0074_6573_7365_7261;
+pub(crate) const CLAIMS_TABLE_LOCK: i64 = 0x0074_6573_7365_7261;
 
 const ROLE_ATTRIBUTES: &str =
     "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT";

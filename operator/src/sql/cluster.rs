@@ -21,6 +21,8 @@ pub struct ClusterCatalog {
     pub pending_cleanup: Vec<(i32, i64)>,
     /// The `pg_dist_authinfo` entry for the operator's role on every node, if any.
     pub own_authinfo: Option<String>,
+    /// The placement rules, the rebalance strategies and where schemas' shards are.
+    pub rules: super::placement_rules::RulesCatalog,
 }
 
 impl ClusterCatalog {
@@ -275,6 +277,7 @@ pub async fn read(client: &mut Client) -> Result<ClusterCatalog, tokio_postgres:
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         catalog.own_authinfo = tx.query_opt(AUTHINFO_QUERY, &[]).await?.map(|r| r.get(0));
+        catalog.rules = super::placement_rules::read(&tx).await?;
     }
     super::sent(1);
     tx.commit().await?;

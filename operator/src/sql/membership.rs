@@ -4,6 +4,7 @@
 
 use tokio_postgres::Client;
 
+use super::placement_rules::{install_script, RuleChange};
 use super::quote::conninfo_value;
 
 /// One change to the cluster.
@@ -31,12 +32,36 @@ pub enum NodeStep {
     },
     /// Cancel the running rebalance job (moves already done stay).
     StopRebalance,
+    /// Install (or update) the placement rules' table and functions (`placement_rules`).
+    InstallPlacementRules,
+    /// Register the rules-respecting twin of strategy `base` under the name `twin`.
+    EnsureStrategy { base: String, twin: String },
+    /// Write or remove one placement rule.
+    Rule(RuleChange),
+    /// Make `twin` the default strategy, remembering the one it replaces.
+    TakeDefaultStrategy { twin: String },
+    /// Put back the default strategy a twin replaced.
+    RestoreDefaultStrategy,
 }
 
 impl NodeStep {
     /// The statement and its text parameters.
-    pub fn statement(&self) -> (&'static str, Vec<String>) {
-        match self {
+    pub fn statement(&self) -> (std::borrow::Cow<'static, str>, Vec<String>) {
+        let (sql, params) = match self {
+            NodeStep::InstallPlacementRules => return (install_script().into(), Vec::new()),
+            NodeStep::EnsureStrategy { base, twin } => (
+                "SELECT tessera_operator.ensure_strategy($1::text::name, $2::text::name)",
+                vec![base.clone(), twin.clone()],
+            ),
+            NodeStep::Rule(change) => change.statement(),
+            NodeStep::TakeDefaultStrategy { twin } => (
+                "SELECT tessera_operator.take_default_strategy($1::text::name)",
+                vec![twin.clone()],
+            ),
+            NodeStep::RestoreDefaultStrategy => (
+                "SELECT tessera_operator.restore_default_strategy()",
+                Vec::new(),
+            ),
             NodeStep::SetCoordinatorHost { host, port } => (
                 "SELECT citus_set_coordinator_host($1, $2::text::int)",
                 vec![host.clone(), port.to_string()],
@@ -65,7 +90,8 @@ impl NodeStep {
                 vec![strategy.clone(), drain_only.to_string(), transfer_mode.clone()],
             ),
             NodeStep::StopRebalance => ("SELECT citus_rebalance_stop()", Vec::new()),
-        }
+        };
+        (sql.into(), params)
     }
 }
 
@@ -119,14 +145,14 @@ pub async fn apply(client: &Client, steps: &[NodeStep]) -> Result<Applied, StepE
         }
         match step {
             NodeStep::StartRebalance { .. } => {
-                let row = client.query_one(sql, &params).await.map_err(failed)?;
+                let row = client.query_one(&*sql, &params).await.map_err(failed)?;
                 applied.started_job = Some(row.get::<_, Option<i64>>(0));
             }
-            NodeStep::CleanupOrphans => {
-                client.batch_execute(sql).await.map_err(failed)?;
+            NodeStep::CleanupOrphans | NodeStep::InstallPlacementRules => {
+                client.batch_execute(&sql).await.map_err(failed)?;
             }
             _ => {
-                client.execute(sql, &params).await.map_err(failed)?;
+                client.execute(&*sql, &params).await.map_err(failed)?;
             }
         }
         if long {

@@ -20,6 +20,7 @@ pub mod coordinators;
 pub mod membership;
 pub mod ownership;
 pub mod placement;
+pub mod placement_rules;
 pub mod plan;
 pub mod pool;
 pub mod quote;

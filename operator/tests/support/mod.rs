@@ -1,6 +1,9 @@
 //! Helpers for tests against a real PostgreSQL (and Citus where installed).
 #![allow(dead_code)]
 
+pub mod driver;
+pub mod writer;
+
 use pgtemp::TempPostgres;
 use tessera::microservice::database::{self, DatabaseError, Provisioned};
 use tessera::sql::{Cleanup, CleanupPlan, ConnectionConfig, Coordinators, Desired, Owner};

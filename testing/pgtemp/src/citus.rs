@@ -218,3 +218,31 @@ impl CitusCluster {
         })
     }
 }
+
+/// The nodes (`host:port`) holding each schema's distributed shards (reference and Citus local
+/// tables left out), as Citus's metadata says: how tests see where schemas are.
+pub async fn schema_holders(
+    client: &Client,
+) -> Result<
+    std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    tokio_postgres::Error,
+> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, p.nodename || ':' || p.nodeport
+               FROM pg_dist_shard s
+               JOIN pg_dist_partition d ON d.logicalrelid = s.logicalrelid
+               JOIN pg_dist_shard_placement p ON p.shardid = s.shardid
+               JOIN pg_class c ON c.oid = s.logicalrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE d.repmodel <> 't' AND d.colocationid <> 0",
+            &[],
+        )
+        .await?;
+    let mut holders =
+        std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for row in rows {
+        holders.entry(row.get(0)).or_default().insert(row.get(1));
+    }
+    Ok(holders)
+}

@@ -23,6 +23,7 @@ struct World {
     previous: CitusClusterStatus,
     rebalance: RebalanceSpec,
     request: Option<String>,
+    placement: Vec<crate::cituscluster::placement::Request>,
     now: Timestamp,
 }
 
@@ -48,11 +49,13 @@ impl World {
                     metadata_synced: true,
                     ..Node::default()
                 }],
+                rules: crate::sql::placement_rules::RulesCatalog::installed_with("by_disk_size"),
                 ..ClusterCatalog::default()
             },
             previous: CitusClusterStatus::default(),
             rebalance: RebalanceSpec::default(),
             request: None,
+            placement: Vec::new(),
             now: Timestamp::from_second(1_800_000_000).expect("time"),
         }
     }
@@ -170,6 +173,8 @@ impl World {
             rebalance: &self.rebalance,
             previous: &self.previous,
             request: self.request.as_deref(),
+            placement: &self.placement,
+            worker_prefix: self.desired.map(|_| "main-worker"),
             now: self.now,
         })
     }
@@ -200,7 +205,7 @@ fn remove(ordinal: i32) -> NodeStep {
 fn rebalance(drain_only: bool) -> NodeStep {
     NodeStep::StartRebalance {
         drain_only,
-        strategy: "by_disk_size".into(),
+        strategy: "tessera_by_disk_size".into(),
         transfer_mode: "auto".into(),
     }
 }
@@ -661,6 +666,7 @@ impl World {
             previous: self.previous.clone(),
             rebalance: self.rebalance.clone(),
             request: self.request.clone(),
+            placement: self.placement.clone(),
             now: self.now,
         })
     }
@@ -717,4 +723,115 @@ fn workers_joining_a_cluster_without_shards_need_no_rebalance() {
     assert_eq!(plan.steps, vec![add(1)]);
     assert!(plan.job.is_none());
     assert_eq!(plan.adopt_balanced, Some(vec![address(0), address(1)]));
+}
+
+/// `schema` (the Microservice shop/<schema>'s) on worker `ordinal`, pinned to `pin`.
+fn pinned(mut world: World, schema: &str, ordinal: i32, pin: &str) -> World {
+    world
+        .catalog
+        .rules
+        .schema_shards
+        .push(crate::sql::placement_rules::SchemaShards {
+            schema: schema.into(),
+            group_id: ordinal + 2,
+            shards: 1,
+        });
+    world
+        .catalog
+        .rules
+        .owned_schemas
+        .insert(schema.into(), format!("uid-{schema}"));
+    world
+        .placement
+        .push(crate::cituscluster::placement::Request {
+            microservice: format!("shop/{schema}"),
+            uid: format!("uid-{schema}"),
+            schema: schema.into(),
+            spec: crate::crd::microservice::PlacementSpec {
+                worker: Some(pin.into()),
+                isolated: false,
+            },
+        });
+    world
+}
+
+#[test]
+fn a_pinned_schema_elsewhere_moves_in_a_drain_only_job_after_its_rule_is_written() {
+    let world = World::managed(2)
+        .pod(0, true)
+        .pod(1, true)
+        .registered(0, 2, true)
+        .registered(1, 2, true)
+        .balanced(&[0, 1]);
+    let plan = pinned(world, "orders", 0, "1").plan();
+    assert_eq!(
+        plan.phase,
+        Phase::Placing {
+            schemas: vec!["orders".into()]
+        }
+    );
+    let job = plan.job.expect("a job");
+    assert!(job.drain_only && job.placement, "{job:?}");
+    assert_eq!(job.trigger, "placement of orders");
+    // The rule and the default strategy first: the job plans with them.
+    assert!(
+        matches!(plan.steps[0], NodeStep::Rule(_)),
+        "{:?}",
+        plan.steps
+    );
+    assert!(matches!(
+        plan.steps[1],
+        NodeStep::TakeDefaultStrategy { .. }
+    ));
+    assert_eq!(plan.steps[2], rebalance(true));
+}
+
+#[test]
+fn a_scale_in_waits_for_a_pin_on_a_leaving_worker() {
+    let world = World::managed(1)
+        .pod(0, true)
+        .pod(1, true)
+        .registered(0, 2, true)
+        .registered(1, 2, true)
+        .balanced(&[0, 1]);
+    let plan = pinned(world, "orders", 1, "main-worker-1").plan();
+    assert_eq!(
+        plan.phase,
+        Phase::HeldByPins {
+            workers: vec![("main-worker-1".into(), vec!["shop/orders".into()])]
+        }
+    );
+    assert!(plan.job.is_none());
+    assert!(!plan.steps.iter().any(|s| matches!(
+        s,
+        NodeStep::StartRebalance { .. } | NodeStep::RemoveNode { .. }
+    )));
+    // The worker is still marked so that nothing new lands on it, and its pod stays.
+    assert!(
+        plan.steps.contains(&shards_on(1, false)),
+        "{:?}",
+        plan.steps
+    );
+    assert_eq!(plan.worker_replicas, Some(2));
+}
+
+#[test]
+fn a_placement_job_gives_way_to_a_drain() {
+    let mut world = World::managed(1)
+        .pod(0, true)
+        .pod(1, true)
+        .registered(0, 2, true)
+        .registered(1, 2, true)
+        .job(9, "running")
+        .ours(9, true, 1);
+    if let Some(r) = world.previous.rebalance.as_mut() {
+        r.placement = true;
+    }
+    let plan = world.plan();
+    assert!(
+        matches!(plan.phase, Phase::StoppingJob { job_id: 9, .. }),
+        "{:?}",
+        plan.phase
+    );
+    assert!(plan.steps.contains(&NodeStep::StopRebalance));
 }

@@ -235,6 +235,38 @@ fn moves(
             "the drain waits for the preflight checks".to_string(),
         ),
         Phase::Draining { .. } => draining("Draining", "the drain is starting".to_string()),
+        Phase::Placing { .. } if preflight_failed => rebalancing(
+            false,
+            "PreflightFailed",
+            "placement moves wait for the preflight checks".to_string(),
+        ),
+        Phase::Placing { schemas } => rebalancing(
+            true,
+            "Placing",
+            format!(
+                "moving {} to where spec.database.placement puts them",
+                schemas.join(", ")
+            ),
+        ),
+        Phase::HeldByPins { workers } => (
+            None,
+            Some(Observed::new(
+                DRAINING,
+                true,
+                "HeldByPins",
+                format!(
+                    "the scale-in waits: {}; change their spec.database.placement to let the worker go",
+                    workers
+                        .iter()
+                        .map(|(worker, services)| format!(
+                            "{worker} holds schemas pinned there by {}",
+                            services.join(", ")
+                        ))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            )),
+        ),
         Phase::Removing { nodes } => (
             None,
             Some(Observed::new(

@@ -37,18 +37,14 @@ impl Record {
             return;
         };
         let now = Time(obs.now);
-        let kind = if intent.drain_only {
-            "drain"
-        } else {
-            "rebalance"
+        let (kind, reason) = match (intent.drain_only, intent.placement) {
+            (true, true) => ("placement", "PlacementStarted"),
+            (true, false) => ("drain", "DrainStarted"),
+            (false, _) => ("rebalance", "RebalanceStarted"),
         };
         match started {
             Some(job_id) => notes.push(Note::normal(
-                if intent.drain_only {
-                    "DrainStarted"
-                } else {
-                    "RebalanceStarted"
-                },
+                reason,
                 format!("{kind} job {job_id} started: {}", intent.trigger),
             )),
             None => {
@@ -73,6 +69,7 @@ impl Record {
             },
             trigger: intent.trigger.clone(),
             drain_only: intent.drain_only,
+            placement: intent.placement,
             shard_transfer_mode: obs.transfer.map(|t| t.mode.as_str().to_string()),
             workers: intent.workers.clone(),
             started_at: Some(now.clone()),

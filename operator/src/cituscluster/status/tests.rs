@@ -59,6 +59,7 @@ fn plan(workers: Vec<WorkerView>, phase: Phase) -> Plan {
         members: workers.iter().map(|w| w.address()).collect(),
         adopt_balanced: None,
         workers,
+        placement: Default::default(),
     }
 }
 
@@ -121,6 +122,7 @@ fn scale_out_starting(catalog: &ClusterCatalog) -> Plan {
     );
     plan.job = Some(JobIntent {
         drain_only: false,
+        placement: false,
         trigger: "scale-out to 2 workers (w2:5432 joined)".into(),
         workers: plan.members.clone(),
         request: None,
@@ -381,6 +383,7 @@ fn failed_preflight_checks_hold_the_drain_and_say_why() {
     );
     plan.job = Some(JobIntent {
         drain_only: true,
+        placement: false,
         trigger: "drain of main-worker-1".into(),
         workers: vec!["w1:5432".into()],
         request: None,
@@ -400,4 +403,48 @@ fn failed_preflight_checks_hold_the_drain_and_say_why() {
     assert_eq!(condition(&outcome, DRAINING).reason, "PreflightFailed");
     assert_eq!(reasons(&outcome), vec!["PreflightFailed"]);
     assert!(outcome.status.rebalance.is_none(), "no job was started");
+}
+
+#[test]
+fn a_scale_in_held_by_pins_names_the_worker_and_the_services() {
+    let catalog = catalog(&[(1, 3), (2, 2)]);
+    let mut plan = plan(
+        vec![
+            view(&catalog, 1, NodeState::Active),
+            view(&catalog, 2, NodeState::Draining),
+        ],
+        Phase::HeldByPins {
+            workers: vec![("main-worker-1".into(), vec!["shop/orders".into()])],
+        },
+    );
+    plan.placement.placements = vec![crate::crd::cituscluster::SchemaPlacement {
+        microservice: "shop/orders".into(),
+        schema: "orders".into(),
+        requested: "worker main-worker-1".into(),
+        worker: Some("main-worker-1".into()),
+        state: crate::crd::cituscluster::PlacementState::WorkerLeaving,
+        message: "main-worker-1 is being removed by a scale-in".into(),
+    }];
+    let outcome = compute_with(
+        &catalog,
+        &plan,
+        &Applied::default(),
+        &CitusClusterStatus::default(),
+        None,
+    );
+    let draining = condition(&outcome, DRAINING);
+    assert!(draining.status);
+    assert_eq!(draining.reason, "HeldByPins");
+    assert!(
+        draining
+            .message
+            .contains("main-worker-1 holds schemas pinned there by shop/orders"),
+        "{}",
+        draining.message
+    );
+    assert_eq!(outcome.status.placements, plan.placement.placements);
+    // The change of state is a Warning Event, once.
+    assert_eq!(reasons(&outcome), ["PlacementBlocked"]);
+    let again = compute_with(&catalog, &plan, &Applied::default(), &outcome.status, None);
+    assert!(reasons(&again).is_empty());
 }

@@ -278,6 +278,23 @@ fn microservice(
     }))?)
 }
 
+/// Creates Microservices `names` (deletionPolicy Drop) on the cluster `main` of `ns`, and waits
+/// until each has condition `ready` True.
+async fn create_services(env: &Env, ns: &str, names: &[&str], ready: &str) -> Result<()> {
+    let api: Api<Microservice> = Api::namespaced(env.client.clone(), ns);
+    for name in names {
+        api.create(
+            &kube::api::PostParams::default(),
+            &microservice(name, "main", "example/app:1", json!({"deletionPolicy": "Drop"}))?,
+        )
+        .await?;
+    }
+    for name in names {
+        wait_condition(env, ns, name, ready, "True", None).await?;
+    }
+    Ok(())
+}
+
 fn condition(ms: &Microservice, type_: &str) -> Option<(String, String, String)> {
     ms.status
         .as_ref()?

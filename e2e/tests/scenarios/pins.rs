@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
 use tessera::crd::{CitusCluster, Microservice};
 use tessera_e2e::harness::wait_until;
 
 use super::citus_nodes::{self, Tables};
-use crate::{microservice, namespace, wait_condition, Env};
+use crate::{namespace, wait_condition, Env};
 
 const NS: &str = "pins";
 const SERVICES: [&str; 4] = ["orders", "users", "search", "mail"];
@@ -64,21 +64,7 @@ pub async fn pins_and_isolations(env: &Env) -> Result<()> {
         Ok(ready.then_some(()))
     })
     .await?;
-    for name in SERVICES {
-        api.create(
-            &PostParams::default(),
-            &microservice(
-                name,
-                "main",
-                "example/app:1",
-                json!({"deletionPolicy": "Drop"}),
-            )?,
-        )
-        .await?;
-    }
-    for name in SERVICES {
-        wait_condition(env, NS, name, "SchemaDistributed", "True", None).await?;
-    }
+    crate::create_services(env, NS, &SERVICES, "SchemaDistributed").await?;
     let host = format!("main-coordinator.{NS}.svc.cluster.local");
     let tables = Tables::create(env, NS, &host, &SERVICES, 1000).await?;
     let password = citus_nodes::password(env, NS, "main-superuser").await?;

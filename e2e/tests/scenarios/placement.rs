@@ -10,15 +10,14 @@ use anyhow::{bail, ensure, Context, Result};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 use tessera::crd::{CitusCluster, Microservice};
 use tessera_e2e::harness::wait_until;
 use tessera_e2e::podrunner::pod_ready;
 
 use super::citus_nodes::{self, at, placements, summary, Tables};
-use crate::{gone, microservice, namespace, wait_condition, Env};
+use crate::{gone, namespace, Env};
 
 const NS: &str = "placement";
 const SERVICES: [&str; 6] = ["orders", "users", "carts", "stock", "mail", "audit"];
@@ -144,21 +143,7 @@ pub async fn managed_cluster(env: &Env) -> Result<()> {
 
     // Services with rows: their schemas are spread over the two workers.
     let api: Api<Microservice> = Api::namespaced(env.client.clone(), NS);
-    for name in SERVICES {
-        api.create(
-            &PostParams::default(),
-            &microservice(
-                name,
-                "main",
-                "example/app:1",
-                json!({"deletionPolicy": "Drop"}),
-            )?,
-        )
-        .await?;
-    }
-    for name in SERVICES {
-        wait_condition(env, NS, name, "SchemaDistributed", "True", None).await?;
-    }
+    crate::create_services(env, NS, &SERVICES, "SchemaDistributed").await?;
     let tables = Tables::create(env, NS, &client_host, &SERVICES, 2000).await?;
     let before = placements(&db).await?;
     println!("  rows written: {}", tables.check("after writing").await?);

@@ -139,21 +139,7 @@ pub async fn deleting_without_hanging(env: &Env) -> Result<()> {
     let mut pg = TempPostgres::start()?;
     cluster(env, ns, "main", &pg).await?;
     let api: Api<Microservice> = Api::namespaced(env.client.clone(), ns);
-    for name in ["orders", "stock"] {
-        api.create(
-            &PostParams::default(),
-            &microservice(
-                name,
-                "main",
-                "example/app:1",
-                json!({"deletionPolicy": "Drop"}),
-            )?,
-        )
-        .await?;
-    }
-    for name in ["orders", "stock"] {
-        wait_condition(env, ns, name, "Ready", "True", None).await?;
-    }
+    crate::create_services(env, ns, &["orders", "stock"], "Ready").await?;
 
     // Deleted while the database is up: the service is stopped first, then dropped.
     api.delete("orders", &kube::api::DeleteParams::default())

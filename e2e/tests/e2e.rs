@@ -285,7 +285,12 @@ async fn create_services(env: &Env, ns: &str, names: &[&str], ready: &str) -> Re
     for name in names {
         api.create(
             &kube::api::PostParams::default(),
-            &microservice(name, "main", "example/app:1", json!({"deletionPolicy": "Drop"}))?,
+            &microservice(
+                name,
+                "main",
+                "example/app:1",
+                json!({"deletionPolicy": "Drop"}),
+            )?,
         )
         .await?;
     }

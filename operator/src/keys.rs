@@ -23,6 +23,8 @@ pub const SKIP_CLEANUP_ANNOTATION: &str = "tessera.dev/skip-database-cleanup";
 pub const DELETE_IN_USE_ANNOTATION: &str = "tessera.dev/delete-in-use";
 /// On a CitusCluster: a new value asks for a rebalance (any policy).
 pub const REBALANCE_ANNOTATION: &str = "tessera.dev/rebalance";
+/// On a CitusCluster: a new value asks what a rebalance would move now (`status.plan`).
+pub const PLAN_ANNOTATION: &str = "tessera.dev/plan";
 /// On a Deployment whose replica count Tessera leaves to others (`replicasFrom: Deployment`).
 pub const REPLICAS_FROM_ANNOTATION: &str = "tessera.dev/replicas-from";
 /// On a pod template: a digest of the Secret, so the pods roll when it changes.

@@ -293,6 +293,24 @@ async fn a_scale_in_waits_for_a_pin_and_an_empty_schema_is_placed_at_its_first_t
     }
     let held = holders(&admin).await;
     assert_eq!(held["orders"], BTreeSet::from([worker(&driver, 2)]));
+    // The status shows what the drain would move once it may: never a pinned schema.
+    let preview = driver.status.plan.clone().expect("a drain preview");
+    println!("drain preview: {preview:?}");
+    assert_eq!(preview.kind, "drain");
+    assert!(
+        preview
+            .moves
+            .iter()
+            .all(|m| m.schema != "orders" && m.schema != "fresh"),
+        "{preview:?}"
+    );
+    let on_leaving = held
+        .iter()
+        .filter(|(schema, nodes)| {
+            nodes.contains(&worker(&driver, 2)) && *schema != "orders" && *schema != "fresh"
+        })
+        .count();
+    assert_eq!(preview.moves.len(), on_leaving, "{preview:?} {held:?}");
     assert_eq!(state(&driver, "orders").0, PlacementState::WorkerLeaving);
 
     // The pins change: the drain goes ahead and takes the schemas with it.
@@ -310,4 +328,53 @@ async fn a_scale_in_waits_for_a_pin_and_an_empty_schema_is_placed_at_its_first_t
     assert!(rules(&driver).await.is_empty());
     assert_eq!(default_strategy(&admin).await, "by_disk_size");
     assert!(driver.status.placements.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_policy_manual_the_status_shows_what_a_rebalance_would_move_and_nothing_moves() {
+    let Some(mut driver) = Driver::start("the move plan under policy Manual", 3).await else {
+        return;
+    };
+    driver.rebalance.policy = tessera::crd::cituscluster::RebalancePolicy::Manual;
+    driver.converge(2, 2).await;
+    let (passwords, expected) = services(&driver).await;
+    let admin = support::admin(&driver.nodes.coordinator).await;
+    let before = holders(&admin).await;
+    // A third worker joins; Manual holds the rebalance, and the status says what it would do.
+    let mut round = None;
+    for _ in 0..5 {
+        let r = driver.round(3, 3).await;
+        let needed = matches!(r.plan.phase, Phase::RebalanceNeeded { .. });
+        round = Some(r);
+        if needed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let round = round.expect("a round");
+    assert!(
+        matches!(round.plan.phase, Phase::RebalanceNeeded { .. }),
+        "{:?}",
+        round.plan.phase
+    );
+    let preview = driver.status.plan.clone().expect("a move plan");
+    println!("move plan: {preview:?}");
+    assert_eq!(preview.kind, "rebalance");
+    assert!(
+        preview.reason.starts_with("policy Manual:"),
+        "{}",
+        preview.reason
+    );
+    assert!(preview.shard_moves >= 1 && !preview.moves.is_empty());
+    let new_worker = worker(&driver, 2);
+    assert!(
+        preview.moves.iter().all(|m| m.to == new_worker),
+        "every move goes to the new worker: {preview:?}"
+    );
+    // The next round asks Citus nothing new and keeps the plan; nothing has moved.
+    let again = driver.round(3, 3).await;
+    assert!(!again.plan.preview.expect("still wanted").due);
+    assert_eq!(driver.status.plan.as_ref(), Some(&preview));
+    assert_eq!(holders(&admin).await, before);
+    assert_eq!(driver.counts(&passwords).await, expected);
 }

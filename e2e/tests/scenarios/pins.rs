@@ -150,6 +150,41 @@ pub async fn pins_and_isolations(env: &Env) -> Result<()> {
     })
     .await?;
 
+    // A move plan on request, nothing moved.
+    let placed_before = holders(&db).await?;
+    kubectl(
+        env,
+        &[
+            "annotate",
+            "-n",
+            NS,
+            "cituscluster/main",
+            "tessera.dev/plan=v1",
+        ],
+    )?;
+    let asked = wait_until("the requested move plan is shown", LONG, || async {
+        let c = clusters.get("main").await?;
+        Ok(c.status
+            .and_then(|s| s.plan)
+            .filter(|p| p.reason.contains("tessera.dev/plan=v1")))
+    })
+    .await?;
+    println!(
+        "  status.plan on request: {} shard moves, {}",
+        asked.shard_moves, asked.size
+    );
+    ensure!(holders(&db).await? == placed_before, "a plan moves nothing");
+    kubectl(
+        env,
+        &[
+            "annotate",
+            "-n",
+            NS,
+            "cituscluster/main",
+            "tessera.dev/plan-",
+        ],
+    )?;
+
     // orders is pinned to worker 2, and the cluster is scaled in to 2: the drain waits and says
     // why, the StatefulSet keeps worker 2.
     let mut search_on = search_on;
@@ -201,6 +236,28 @@ pub async fn pins_and_isolations(env: &Env) -> Result<()> {
         held.message
     );
     wait_condition(env, NS, "orders", "Placed", "False", Some("WorkerLeaving")).await?;
+    // The status shows what the drain would move once it may: never the pinned schema.
+    let preview = wait_until("the drain's move plan is shown", LONG, || async {
+        let c = clusters.get("main").await?;
+        Ok(c.status.and_then(|s| s.plan).filter(|p| p.kind == "drain"))
+    })
+    .await?;
+    println!(
+        "  status.plan during the held scale-in: {} ({}): {} shard moves, {}; {:?}",
+        preview.kind,
+        preview.reason,
+        preview.shard_moves,
+        preview.size,
+        preview
+            .moves
+            .iter()
+            .map(|m| format!("{} {} → {} ({})", m.schema, m.from, m.to, m.size))
+            .collect::<Vec<_>>()
+    );
+    ensure!(
+        preview.moves.iter().all(|m| m.schema != "orders"),
+        "{preview:?}"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let replicas = statefulsets
         .get("main-worker")

@@ -8,7 +8,7 @@ use super::membership::Plan;
 use super::transfer::{self, Transfer};
 use crate::crd::cituscluster::RebalanceSpec;
 use crate::sql::cluster::{self, ClusterCatalog};
-use crate::sql::membership::{self, password_authinfo, Applied, NodeStep, StepError};
+use crate::sql::membership::{self, password_authinfo, Applied, NodeStep, PlannedMoves, StepError};
 use crate::sql::{connect, ConnectError, ConnectionConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +103,8 @@ pub struct Execution {
     pub unprepared: Vec<String>,
     /// How the job started in this reconcile copies shards.
     pub transfer: Option<Transfer>,
+    /// What Citus planned to move, when the plan asked for a preview.
+    pub preview: Option<Vec<PlannedMoves>>,
 }
 
 /// Carries out `plan`: prepares joining workers (managed), runs its steps, and starts its job
@@ -150,7 +152,17 @@ pub async fn execute(
         preflight: None,
         unprepared: unprepared.into_iter().map(|(_, why)| why).collect(),
         transfer: None,
+        preview: None,
     };
+    // Before a job starts, so that it shows what the job is about to move.
+    if let Some(request) = plan.preview.as_ref().filter(|p| p.due) {
+        match membership::preview(client, &request.strategy, request.drain_only).await {
+            Ok(moves) => execution.preview = Some(moves),
+            Err(error) => {
+                tracing::info!(error = %crate::sql::error_message(&error), "the move plan could not be computed; it is tried again")
+            }
+        }
+    }
     if start.is_empty() {
         return Ok(execution);
     }

@@ -74,6 +74,8 @@ pub struct Inputs<'a> {
     pub placement: &'a [placement::Request],
     /// Managed: the worker pods' name prefix, so that a pin may name a worker by ordinal.
     pub worker_prefix: Option<&'a str>,
+    /// The value of the `tessera.dev/plan` annotation.
+    pub plan_request: Option<&'a str>,
     pub now: Timestamp,
 }
 
@@ -210,6 +212,8 @@ pub struct Plan {
     pub adopt_balanced: Option<Vec<String>>,
     /// Pins and isolations: the rules, each request's state.
     pub placement: Decision,
+    /// What the next rebalance or drain would move, to be shown.
+    pub preview: Option<super::preview::PreviewRequest>,
 }
 
 /// The wait before retrying after `attempts` failed jobs in a row: 1 min, doubling, at most
@@ -231,6 +235,7 @@ pub fn plan(input: &Inputs) -> Plan {
         adopt_balanced: None,
         workers: classify(input),
         placement: Decision::default(),
+        preview: None,
     };
     let naming = placement::Naming {
         worker_prefix: input.worker_prefix,
@@ -261,6 +266,15 @@ pub fn plan(input: &Inputs) -> Plan {
             place_misplaced(input, &history, &mut plan);
         }
     }
+    plan.preview = super::preview::wanted(
+        &twin_name(&input.rebalance.strategy),
+        &plan.phase,
+        &plan.workers,
+        &plan.members,
+        input.plan_request,
+        input.previous.plan.as_ref(),
+        input.now,
+    );
     plan
 }
 

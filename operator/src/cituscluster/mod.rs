@@ -18,6 +18,7 @@ pub mod naming;
 pub mod objects;
 pub mod observe;
 pub mod placement;
+pub mod preview;
 pub mod protect;
 pub mod reconcile;
 pub mod report;

@@ -18,7 +18,7 @@ use super::placement;
 use super::validate::{Effective, Kind};
 use super::workers::{self, SetView};
 use crate::crd::cituscluster::CitusCluster;
-use crate::keys::{CLUSTER_LABEL, REBALANCE_ANNOTATION, ROLE_LABEL};
+use crate::keys::{CLUSTER_LABEL, PLAN_ANNOTATION, REBALANCE_ANNOTATION, ROLE_LABEL};
 use crate::sql::pool::Pooled;
 use crate::sql::ConnectError;
 
@@ -67,6 +67,7 @@ pub async fn round(
         Kind::External(external) => external.host.clone(),
     };
     let request = cluster.annotations().get(REBALANCE_ANNOTATION).cloned();
+    let plan_request = cluster.annotations().get(PLAN_ANNOTATION).cloned();
     let topology = match effective.kind {
         Kind::Managed(managed) => Topology::Managed {
             desired: managed.workers.replicas,
@@ -104,6 +105,7 @@ pub async fn round(
             request: request.as_deref(),
             placement: &placement,
             worker_prefix: worker_prefix.as_deref(),
+            plan_request: plan_request.as_deref(),
             now,
         })
     })

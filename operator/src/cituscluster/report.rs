@@ -92,6 +92,7 @@ pub async fn observed(
         applied: &round.execution.applied,
         preflight: round.execution.preflight.as_deref(),
         transfer: round.execution.transfer.as_ref(),
+        preview: round.execution.preview.as_deref(),
         unprepared: &round.execution.unprepared,
         sizes: round.sizes.as_deref(),
         previous: &previous,

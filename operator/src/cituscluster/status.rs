@@ -9,8 +9,9 @@ mod nodes;
 use k8s_openapi::jiff::Timestamp;
 
 use super::membership::{NodeState, Plan};
+use super::preview;
 use crate::conditions::{carried, summary, ConditionSet, Observed, Standing};
-use crate::crd::cituscluster::CitusClusterStatus;
+use crate::crd::cituscluster::{CitusClusterStatus, MovePlan};
 use crate::sql::cluster::ClusterCatalog;
 use crate::sql::membership::Applied;
 
@@ -61,6 +62,8 @@ pub struct Observation<'a> {
     pub preflight: Option<&'a [String]>,
     /// How the job started in this reconcile copies shards.
     pub transfer: Option<&'a super::transfer::Transfer>,
+    /// What Citus planned to move, when it was asked in this reconcile.
+    pub preview: Option<&'a [crate::sql::membership::PlannedMoves]>,
     /// Workers that could not be prepared for registration, with why.
     pub unprepared: &'a [String],
     /// Bytes of shard data per node group, when they could be read.
@@ -117,6 +120,7 @@ pub fn compute(obs: &Observation) -> Outcome {
         superuser_secret: obs.superuser_secret.clone(),
         overridden_parameters: obs.overridden.clone(),
         placements: obs.plan.placement.placements.clone(),
+        plan: move_plan(obs, &mut notes),
     };
     Outcome {
         status,
@@ -136,6 +140,20 @@ fn workers_column(plan: &Plan, ready: usize, desired: i32) -> String {
     match leaving {
         0 => format!("{ready}/{desired}"),
         _ => format!("{ready}/{desired}, {leaving} leaving"),
+    }
+}
+
+/// The preview of the next moves: new when Citus was asked in this reconcile (with an Event),
+/// else the last one while the plan still wants it.
+fn move_plan(obs: &Observation, notes: &mut Vec<Note>) -> Option<MovePlan> {
+    let request = obs.plan.preview.as_ref()?;
+    match obs.preview {
+        Some(moves) => {
+            let shown = preview::render(request, moves, obs.now);
+            notes.push(Note::normal("MovePlan", preview::summary(&shown)));
+            Some(shown)
+        }
+        None => obs.previous.plan.clone(),
     }
 }
 

@@ -516,10 +516,55 @@ pub struct CitusClusterStatus {
     /// Parameters of spec.managed.postgresql that Tessera overrode, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overridden_parameters: Vec<String>,
+    /// What the next rebalance or drain would move, computed when shards are out of balance
+    /// under policy Manual, when a scale-in is asked for, and when the annotation
+    /// `tessera.dev/plan` gets a new value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<MovePlan>,
     /// The schemas that Microservices pin or isolate (spec.database.placement), where each
     /// belongs and whether it is there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placements: Vec<SchemaPlacement>,
+}
+
+/// The moves a rebalance or drain would make, as Citus plans them with the strategy in use
+/// (`get_rebalance_table_shards_plan`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MovePlan {
+    /// `rebalance` or `drain`.
+    pub kind: String,
+    /// Why it was computed: "policy Manual: main-worker-2 joined", "scale-in of main-worker-2",
+    /// "requested by annotation tessera.dev/plan=v1".
+    pub reason: String,
+    /// The strategy Citus planned with.
+    pub strategy: String,
+    pub computed_at: Time,
+    /// Shard moves in all, and the bytes they copy.
+    pub shard_moves: i64,
+    pub size_bytes: i64,
+    /// The same for people ("12.3 MiB").
+    pub size: String,
+    /// The moves by schema and direction, largest first; at most 50 are listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<PlannedMove>,
+    /// What it was computed for, so that it is computed again only when that changes.
+    pub key: String,
+}
+
+/// Shards of one schema that would move from one node to another.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedMove {
+    pub schema: String,
+    /// Its tables whose shards move (a schema's tables move together).
+    pub tables: String,
+    /// Shards copied (one per table of a schema; more for a hash-distributed table).
+    pub shards: i64,
+    /// Nodes as `kubectl get` shows them (a managed node by its pod).
+    pub from: String,
+    pub to: String,
+    pub size: String,
 }
 
 /// Where a pinned or isolated schema belongs, and whether it is there.

@@ -166,6 +166,61 @@ pub async fn apply(client: &Client, steps: &[NodeStep]) -> Result<Applied, StepE
     Ok(applied)
 }
 
+/// Shards of one schema that a planned rebalance would move from one node to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedMoves {
+    pub schema: String,
+    /// Its tables that move, comma-separated.
+    pub tables: String,
+    pub shards: i64,
+    pub bytes: i64,
+    pub from: String,
+    pub to: String,
+}
+
+/// Citus lists every shard a planned move copies (a schema's tables move together); its own
+/// size column is the long-unmaintained `shardlength`, so sizes come from the nodes.
+const PREVIEW_QUERY: &str = "
+WITH planned AS (
+    SELECT * FROM get_rebalance_table_shards_plan(rebalance_strategy := $1::text::name,
+                                                  drain_only := $2::text::bool)),
+sizes AS (
+    SELECT shard_id, max(size) AS size FROM citus_shard_sizes()
+     WHERE shard_id IN (SELECT shardid FROM planned) GROUP BY shard_id)
+SELECT n.nspname::text, string_agg(DISTINCT c.relname::text, ', '), count(*)::bigint,
+       coalesce(sum(z.size), 0)::bigint,
+       p.sourcename || ':' || p.sourceport, p.targetname || ':' || p.targetport
+  FROM planned p
+  JOIN pg_class c ON c.oid = p.table_name
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN sizes z ON z.shard_id = p.shardid
+ GROUP BY 1, 5, 6
+ ORDER BY 4 DESC, 1, 5, 6";
+
+/// What a rebalance (or a drain, `drain_only`) with `strategy` would move now, as Citus plans
+/// it; nothing is moved.
+pub async fn preview(
+    client: &Client,
+    strategy: &str,
+    drain_only: bool,
+) -> Result<Vec<PlannedMoves>, tokio_postgres::Error> {
+    super::sent(1);
+    let rows = client
+        .query(PREVIEW_QUERY, &[&strategy, &drain_only.to_string()])
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| PlannedMoves {
+            schema: r.get(0),
+            tables: r.get(1),
+            shards: r.get(2),
+            bytes: r.get(3),
+            from: r.get(4),
+            to: r.get(5),
+        })
+        .collect())
+}
+
 /// What the preflight checks found, each problem naming its node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PreflightFacts {

@@ -99,6 +99,7 @@ impl Driver {
                     request: None,
                     placement: &placement,
                     worker_prefix: Some("main-worker"),
+                    plan_request: None,
                     now,
                 })
             },
@@ -112,6 +113,7 @@ impl Driver {
             catalog: &round.catalog,
             plan: &round.plan,
             applied: &round.execution.applied,
+            preview: round.execution.preview.as_deref(),
             preflight: round.execution.preflight.as_deref(),
             transfer: round.execution.transfer.as_ref(),
             unprepared: &round.execution.unprepared,

@@ -175,6 +175,7 @@ impl World {
             request: self.request.as_deref(),
             placement: &self.placement,
             worker_prefix: self.desired.map(|_| "main-worker"),
+            plan_request: None,
             now: self.now,
         })
     }

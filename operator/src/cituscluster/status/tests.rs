@@ -60,6 +60,7 @@ fn plan(workers: Vec<WorkerView>, phase: Phase) -> Plan {
         adopt_balanced: None,
         workers,
         placement: Default::default(),
+        preview: None,
     }
 }
 
@@ -90,6 +91,7 @@ fn compute_moving(
         applied,
         preflight,
         transfer,
+        preview: None,
         unprepared: &[],
         sizes: Some(&[(1, 8192)]),
         previous,

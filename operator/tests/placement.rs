@@ -378,3 +378,96 @@ async fn under_policy_manual_the_status_shows_what_a_rebalance_would_move_and_no
     assert_eq!(holders(&admin).await, before);
     assert_eq!(driver.counts(&passwords).await, expected);
 }
+
+/// A service that hash-distributes its own table (`distributed: false`, 32 shards) goes
+/// through scale-out, scale-in and a pin while it writes; every acknowledged key is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_row_sharded_table_spreads_drains_and_follows_its_pin_under_writes() {
+    let Some(mut driver) = Driver::start("a row-sharded table through moves", 3).await else {
+        return;
+    };
+    driver.converge(2, 2).await;
+    let (passwords, expected) = services(&driver).await;
+    let admin = support::admin(&driver.nodes.coordinator).await;
+    let chat = tessera::sql::Desired {
+        distribute: false,
+        ..support::desired("chat", "uid-chat")
+    };
+    support::provision(&driver.superuser, &chat)
+        .await
+        .expect("provision chat");
+    let client = support::connect_as(&driver.nodes.coordinator, "chat", &chat.password)
+        .await
+        .expect("chat logs in");
+    client
+        .batch_execute(
+            "CREATE TABLE messages (id bigint PRIMARY KEY, payload text);
+             SELECT create_distributed_table('messages', 'id', shard_count := 32);
+             INSERT INTO messages SELECT -g, repeat('m', 200) FROM generate_series(1, 20000) g",
+        )
+        .await
+        .expect("chat's row-sharded table");
+    let spread = |holders: &BTreeMap<String, BTreeSet<String>>| holders["chat"].len();
+    assert_eq!(spread(&holders(&admin).await), 2);
+    let writing = SteadyWriter::start(
+        client,
+        "chat.messages",
+        0,
+        Duration::from_millis(25),
+        Duration::from_secs(420),
+    );
+
+    driver.converge(3, 3).await;
+    let out = holders(&admin).await;
+    println!("chat after scale-out: {} workers", spread(&out));
+    assert_eq!(
+        spread(&out),
+        3,
+        "its shards spread over the new worker: {out:?}"
+    );
+
+    driver.converge(2, 3).await;
+    let after_in = holders(&admin).await;
+    assert_eq!(spread(&after_in), 2, "{after_in:?}");
+    assert!(!after_in["chat"].contains(&worker(&driver, 2)));
+
+    // Pinned: all 32 shards to worker 1.
+    driver.placement = vec![Request {
+        microservice: "shop/chat".into(),
+        uid: "uid-chat".into(),
+        schema: "chat".into(),
+        spec: PlacementSpec {
+            worker: Some("1".into()),
+            isolated: false,
+        },
+    }];
+    driver.converge(2, 2).await;
+    let pinned = holders(&admin).await;
+    assert_eq!(pinned["chat"], BTreeSet::from([worker(&driver, 1)]));
+    let placement = driver
+        .status
+        .placements
+        .iter()
+        .find(|p| p.schema == "chat")
+        .cloned()
+        .expect("chat's placement");
+    assert_eq!(placement.state, PlacementState::Placed);
+    assert_eq!(placement.message, "32 shards on main-worker-1");
+
+    let writes = writing.stop().await;
+    let missing = lost(&admin, "chat.messages", &writes.acknowledged).await;
+    println!(
+        "chat wrote {} acknowledged rows ({} failed, worst {} ms) through scale-out, scale-in and its pin; {} missing",
+        writes.acknowledged.len(),
+        writes.failed,
+        writes.worst_latency.as_millis(),
+        missing.len()
+    );
+    assert!(writes.acknowledged.len() > 100, "{writes:?}");
+    assert!(missing.is_empty(), "lost acknowledged writes: {missing:?}");
+    assert_eq!(
+        writes.failed, 0,
+        "writes wait during moves, they do not fail"
+    );
+    assert_eq!(driver.counts(&passwords).await, expected);
+}

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use support::driver::{services, Driver, SERVICES};
-use support::writer::{lost, SteadyWriter};
+use support::writer::{assert_nothing_lost, SteadyWriter};
 use tessera::cituscluster::membership::Phase;
 use tessera::cituscluster::placement::Request;
 use tessera::crd::cituscluster::PlacementState;
@@ -98,6 +98,7 @@ async fn pinned_and_isolated_schemas_stay_put_through_every_rebalance_and_drain(
         return;
     };
     driver.converge(3, 3).await;
+    assert_eq!(driver.assert_commits_synchronously().await, 4);
     let (passwords, expected) = services(&driver).await;
     let admin = support::admin(&driver.nodes.coordinator).await;
     let before = holders(&admin).await;
@@ -203,21 +204,7 @@ async fn pinned_and_isolated_schemas_stay_put_through_every_rebalance_and_drain(
         "the rebalance used the free worker again: {rebalanced:?}"
     );
 
-    let writes = writing.stop().await;
-    let missing = lost(&admin, "orders.acks", &writes.acknowledged).await;
-    println!(
-        "orders wrote {} acknowledged rows ({} failed, worst {} ms) while it was moved; {} missing",
-        writes.acknowledged.len(),
-        writes.failed,
-        writes.worst_latency.as_millis(),
-        missing.len()
-    );
-    assert!(writes.acknowledged.len() > 100, "{writes:?}");
-    assert!(missing.is_empty(), "lost acknowledged writes: {missing:?}");
-    assert_eq!(
-        writes.failed, 0,
-        "writes wait during moves, they do not fail"
-    );
+    assert_nothing_lost(&admin, "orders.acks", writing, "orders while it was moved").await;
     assert_eq!(driver.counts(&passwords).await, expected);
 }
 
@@ -227,6 +214,7 @@ async fn a_scale_in_waits_for_a_pin_and_an_empty_schema_is_placed_at_its_first_t
         return;
     };
     driver.converge(3, 3).await;
+    assert_eq!(driver.assert_commits_synchronously().await, 4);
     let (passwords, expected) = services(&driver).await;
     let admin = support::admin(&driver.nodes.coordinator).await;
 
@@ -337,6 +325,7 @@ async fn under_policy_manual_the_status_shows_what_a_rebalance_would_move_and_no
     };
     driver.rebalance.policy = tessera::crd::cituscluster::RebalancePolicy::Manual;
     driver.converge(2, 2).await;
+    assert_eq!(driver.assert_commits_synchronously().await, 3);
     let (passwords, expected) = services(&driver).await;
     let admin = support::admin(&driver.nodes.coordinator).await;
     let before = holders(&admin).await;
@@ -387,6 +376,7 @@ async fn a_row_sharded_table_spreads_drains_and_follows_its_pin_under_writes() {
         return;
     };
     driver.converge(2, 2).await;
+    assert_eq!(driver.assert_commits_synchronously().await, 3);
     let (passwords, expected) = services(&driver).await;
     let admin = support::admin(&driver.nodes.coordinator).await;
     let chat = tessera::sql::Desired {
@@ -454,20 +444,12 @@ async fn a_row_sharded_table_spreads_drains_and_follows_its_pin_under_writes() {
     assert_eq!(placement.state, PlacementState::Placed);
     assert_eq!(placement.message, "32 shards on main-worker-1");
 
-    let writes = writing.stop().await;
-    let missing = lost(&admin, "chat.messages", &writes.acknowledged).await;
-    println!(
-        "chat wrote {} acknowledged rows ({} failed, worst {} ms) through scale-out, scale-in and its pin; {} missing",
-        writes.acknowledged.len(),
-        writes.failed,
-        writes.worst_latency.as_millis(),
-        missing.len()
-    );
-    assert!(writes.acknowledged.len() > 100, "{writes:?}");
-    assert!(missing.is_empty(), "lost acknowledged writes: {missing:?}");
-    assert_eq!(
-        writes.failed, 0,
-        "writes wait during moves, they do not fail"
-    );
+    assert_nothing_lost(
+        &admin,
+        "chat.messages",
+        writing,
+        "chat through scale-out, scale-in and its pin",
+    )
+    .await;
     assert_eq!(driver.counts(&passwords).await, expected);
 }

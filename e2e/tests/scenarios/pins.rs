@@ -13,6 +13,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
+use tessera::crd::cituscluster::MovePlan;
 use tessera::crd::{CitusCluster, Microservice};
 use tessera_e2e::harness::wait_until;
 
@@ -45,6 +46,28 @@ async fn place(api: &Api<Microservice>, name: &str, placement: serde_json::Value
 
 fn kubectl(env: &Env, args: &[&str]) -> Result<String> {
     env.state.kubectl_output(args)
+}
+
+/// `kubectl annotate` on the cluster.
+fn annotate(env: &Env, annotation: &str) -> Result<String> {
+    kubectl(
+        env,
+        &["annotate", "-n", NS, "cituscluster/main", annotation],
+    )
+}
+
+/// Waits until the cluster's status.plan is one that `wanted` accepts.
+async fn shown_plan(
+    clusters: &Api<CitusCluster>,
+    what: &str,
+    wanted: impl Fn(&MovePlan) -> bool,
+) -> Result<MovePlan> {
+    let wanted = &wanted;
+    wait_until(what, LONG, || async move {
+        let c = clusters.get("main").await?;
+        Ok(c.status.and_then(|s| s.plan).filter(|p| wanted(p)))
+    })
+    .await
 }
 
 pub async fn pins_and_isolations(env: &Env) -> Result<()> {
@@ -152,21 +175,9 @@ pub async fn pins_and_isolations(env: &Env) -> Result<()> {
 
     // A move plan on request, nothing moved.
     let placed_before = holders(&db).await?;
-    kubectl(
-        env,
-        &[
-            "annotate",
-            "-n",
-            NS,
-            "cituscluster/main",
-            "tessera.dev/plan=v1",
-        ],
-    )?;
-    let asked = wait_until("the requested move plan is shown", LONG, || async {
-        let c = clusters.get("main").await?;
-        Ok(c.status
-            .and_then(|s| s.plan)
-            .filter(|p| p.reason.contains("tessera.dev/plan=v1")))
+    annotate(env, "tessera.dev/plan=v1")?;
+    let asked = shown_plan(&clusters, "the requested move plan is shown", |p| {
+        p.reason.contains("tessera.dev/plan=v1")
     })
     .await?;
     println!(
@@ -174,16 +185,7 @@ pub async fn pins_and_isolations(env: &Env) -> Result<()> {
         asked.shard_moves, asked.size
     );
     ensure!(holders(&db).await? == placed_before, "a plan moves nothing");
-    kubectl(
-        env,
-        &[
-            "annotate",
-            "-n",
-            NS,
-            "cituscluster/main",
-            "tessera.dev/plan-",
-        ],
-    )?;
+    annotate(env, "tessera.dev/plan-")?;
 
     // orders is pinned to worker 2, and the cluster is scaled in to 2: the drain waits and says
     // why, the StatefulSet keeps worker 2.
@@ -237,9 +239,8 @@ pub async fn pins_and_isolations(env: &Env) -> Result<()> {
     );
     wait_condition(env, NS, "orders", "Placed", "False", Some("WorkerLeaving")).await?;
     // The status shows what the drain would move once it may: never the pinned schema.
-    let preview = wait_until("the drain's move plan is shown", LONG, || async {
-        let c = clusters.get("main").await?;
-        Ok(c.status.and_then(|s| s.plan).filter(|p| p.kind == "drain"))
+    let preview = shown_plan(&clusters, "the drain's move plan is shown", |p| {
+        p.kind == "drain"
     })
     .await?;
     println!(

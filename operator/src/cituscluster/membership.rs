@@ -237,18 +237,25 @@ pub fn plan(input: &Inputs) -> Plan {
         placement: Decision::default(),
         preview: None,
     };
-    let naming = placement::Naming {
-        worker_prefix: input.worker_prefix,
-    };
     if !input.catalog.has_citus() {
-        plan.placement = placement::decide(input.placement, &plan.workers, input.catalog, &naming);
+        plan.placement = placement::decide(
+            input.placement,
+            &plan.workers,
+            input.catalog,
+            input.worker_prefix,
+        );
         return plan;
     }
     place_coordinator(input, &mut plan);
     mark_shard_holders(input, &mut plan);
     join_ready_workers(input, &mut plan);
     plan.members = members(input, &plan.workers);
-    plan.placement = placement::decide(input.placement, &plan.workers, input.catalog, &naming);
+    plan.placement = placement::decide(
+        input.placement,
+        &plan.workers,
+        input.catalog,
+        input.worker_prefix,
+    );
     plan.steps.extend(placement::keep_rules(
         input.catalog,
         &input.rebalance.strategy,

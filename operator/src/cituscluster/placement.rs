@@ -60,160 +60,67 @@ pub struct Decision {
     pub held: Vec<(String, Vec<String>)>,
 }
 
-/// How workers are named in requests and status.
-pub struct Naming<'a> {
-    /// Managed: the worker pods' name prefix (`main-worker`), so `"1"` means `main-worker-1`.
-    pub worker_prefix: Option<&'a str>,
-}
-
 /// A worker's name for people: its pod, else its address.
 fn label(worker: &WorkerView) -> String {
     worker.pod.clone().unwrap_or_else(|| worker.address())
 }
 
+/// The decision for `requests`. `worker_prefix` (managed: `main-worker`) lets a pin name a
+/// worker by ordinal.
 pub fn decide(
     requests: &[Request],
     workers: &[WorkerView],
     catalog: &ClusterCatalog,
-    naming: &Naming,
+    worker_prefix: Option<&str>,
 ) -> Decision {
     let mut requests: Vec<&Request> = requests.iter().filter(|r| r.spec.is_set()).collect();
     requests.sort_by(|a, b| a.microservice.cmp(&b.microservice));
+    let mut placer = Placer {
+        workers,
+        shards: Shards::of(catalog),
+        claims: Claims::default(),
+        outcomes: BTreeMap::new(),
+    };
     if !catalog.has_citus() {
-        let placements = requests
-            .iter()
-            .map(|r| {
-                r.outcome(
-                    None,
-                    PlacementState::Unsupported,
-                    "the cluster runs PostgreSQL without Citus: schemas have no workers to be placed on".into(),
-                )
-            })
-            .collect();
+        for request in requests {
+            placer.say(
+                request,
+                None,
+                PlacementState::Unsupported,
+                "the cluster runs PostgreSQL without Citus: schemas have no workers to be placed on".into(),
+            );
+        }
         return Decision {
-            placements,
+            placements: placer.outcomes.into_values().collect(),
             ..Decision::default()
         };
     }
-    let shards = Shards::of(catalog);
-    let mut claims = Claims::default();
-    let mut outcomes: BTreeMap<String, SchemaPlacement> = BTreeMap::new();
     // Only a schema that Tessera made for this Microservice is ever placed.
+    let owned = &catalog.rules.owned_schemas;
     let (requests, unowned): (Vec<&Request>, Vec<&Request>) = requests
         .into_iter()
-        .partition(|r| catalog.rules.owned_schemas.get(&r.schema) == Some(&r.uid));
+        .partition(|r| owned.get(&r.schema) == Some(&r.uid));
     for request in unowned {
-        let (state, message) = match catalog.rules.owned_schemas.get(&request.schema) {
-            None => (
-                PlacementState::Pending,
-                "the schema is not created yet".to_string(),
-            ),
+        let (state, message) = match owned.get(&request.schema) {
+            None => (PlacementState::Pending, "the schema is not created yet"),
             Some(_) => (
                 PlacementState::Conflict,
-                "the schema belongs to another Microservice; it is left where it is".to_string(),
+                "the schema belongs to another Microservice; it is left where it is",
             ),
         };
-        outcomes.insert(
-            request.microservice.clone(),
-            request.outcome(None, state, message),
-        );
+        placer.say(request, None, state, message.to_string());
     }
-    let mut say = |request: &Request, worker: Option<&WorkerView>, state, message: String| {
-        outcomes.insert(
-            request.microservice.clone(),
-            request.outcome(worker, state, message),
-        );
-    };
-    let pinned_first = |isolated: bool| {
+    // Pins, the isolated ones first: they claim a worker for themselves.
+    let pins = |isolated: bool| {
         requests
             .iter()
             .copied()
             .filter(move |r| r.spec.worker.is_some() && r.spec.isolated == isolated)
     };
-    // Pins, the isolated ones first: they claim a worker for themselves.
-    for request in pinned_first(true).chain(pinned_first(false)) {
-        let wanted = request.spec.worker.as_deref().unwrap_or_default();
-        let Some(worker) = resolve(wanted, workers, naming) else {
-            say(
-                request,
-                None,
-                PlacementState::WorkerNotFound,
-                format!(
-                    "{wanted} is not a worker of this cluster (workers: {}); nothing moves until the pin names one",
-                    names(workers)
-                ),
-            );
-            continue;
-        };
-        if worker.node.is_none() {
-            say(
-                request,
-                Some(worker),
-                PlacementState::Moving,
-                format!("waits for {} to be registered with Citus", label(worker)),
-            );
-            continue;
-        }
-        if let Some(holder) = claims.isolated.get(&worker.address()) {
-            say(
-                request,
-                Some(worker),
-                PlacementState::Conflict,
-                format!(
-                    "{} is isolated on {}; pin this schema elsewhere",
-                    holder,
-                    label(worker)
-                ),
-            );
-            continue;
-        }
-        if request.spec.isolated {
-            if let Some(other) = claims.pinned.get(&worker.address()) {
-                say(
-                    request,
-                    Some(worker),
-                    PlacementState::Conflict,
-                    format!(
-                        "{other} is pinned to {}, so it cannot be this schema's alone",
-                        label(worker)
-                    ),
-                );
-                continue;
-            }
-            if claims.free_after_isolating(workers, worker) == 0 {
-                say(request, Some(worker), PlacementState::NoRoom, no_room());
-                continue;
-            }
-            claims
-                .isolated
-                .insert(worker.address(), request.microservice.clone());
-        }
-        claims
-            .pinned
-            .entry(worker.address())
-            .or_insert_with(|| request.microservice.clone());
-        claims.rules.push(rule(request, worker));
-        if worker.is_leaving() {
-            say(
-                request,
-                Some(worker),
-                PlacementState::WorkerLeaving,
-                format!(
-                    "{} is being removed by a scale-in, which waits until this pin names another worker",
-                    label(worker)
-                ),
-            );
-        } else {
-            say(request, Some(worker), PlacementState::Moving, String::new());
-        }
+    for request in pins(true).chain(pins(false)) {
+        placer.pin(request, worker_prefix);
     }
-    // Isolations Tessera places: where its rule already is, else where most of the schema is,
-    // else the worker with the least of others' data.
-    let floating: Vec<&Request> = requests
-        .iter()
-        .copied()
-        .filter(|r| r.spec.worker.is_none() && r.spec.isolated)
-        .collect();
+    // Then the isolations Tessera places, those that have a worker already first.
     let current = |r: &Request| {
         catalog
             .rules
@@ -222,14 +129,110 @@ pub fn decide(
             .find(|rule| rule.schema == r.schema && rule.isolated)
             .map(Rule::address)
     };
-    let (kept, fresh): (Vec<&Request>, Vec<&Request>) =
-        floating.into_iter().partition(|r| current(r).is_some());
+    let (kept, fresh): (Vec<&Request>, Vec<&Request>) = requests
+        .iter()
+        .copied()
+        .filter(|r| r.spec.worker.is_none() && r.spec.isolated)
+        .partition(|r| current(r).is_some());
     for request in kept.into_iter().chain(fresh) {
-        let candidates: Vec<&WorkerView> = workers
+        placer.isolate(request, current(request));
+    }
+    placer.finish()
+}
+
+/// One decision in the making: the workers taken so far and each request's outcome.
+struct Placer<'a> {
+    workers: &'a [WorkerView],
+    shards: Shards,
+    claims: Claims,
+    outcomes: BTreeMap<String, SchemaPlacement>,
+}
+
+impl Placer<'_> {
+    fn say(
+        &mut self,
+        request: &Request,
+        worker: Option<&WorkerView>,
+        state: PlacementState,
+        message: String,
+    ) {
+        self.outcomes.insert(
+            request.microservice.clone(),
+            request.outcome(worker, state, message),
+        );
+    }
+
+    /// A pin (isolated or not) to the worker it names.
+    fn pin(&mut self, request: &Request, worker_prefix: Option<&str>) {
+        let workers = self.workers;
+        let wanted = request.spec.worker.as_deref().unwrap_or_default();
+        let Some(worker) = resolve(wanted, workers, worker_prefix) else {
+            let message = format!(
+                "{wanted} is not a worker of this cluster (workers: {}); nothing moves until the pin names one",
+                names(workers)
+            );
+            return self.say(request, None, PlacementState::WorkerNotFound, message);
+        };
+        let taken = if worker.node.is_none() {
+            Some((
+                PlacementState::Moving,
+                format!("waits for {} to be registered with Citus", label(worker)),
+            ))
+        } else if let Some(holder) = self.claims.isolated.get(&worker.address()) {
+            Some((
+                PlacementState::Conflict,
+                format!(
+                    "{holder} is isolated on {}; pin this schema elsewhere",
+                    label(worker)
+                ),
+            ))
+        } else if let Some(other) = self
+            .claims
+            .pinned
+            .get(&worker.address())
+            .filter(|_| request.spec.isolated)
+        {
+            Some((
+                PlacementState::Conflict,
+                format!(
+                    "{other} is pinned to {}, so it cannot be this schema's alone",
+                    label(worker)
+                ),
+            ))
+        } else if request.spec.isolated && self.claims.free_after_isolating(workers, worker) == 0 {
+            Some((PlacementState::NoRoom, no_room()))
+        } else {
+            None
+        };
+        if let Some((state, message)) = taken {
+            return self.say(request, Some(worker), state, message);
+        }
+        self.claims.take(request, worker);
+        if worker.is_leaving() {
+            let message = format!(
+                "{} is being removed by a scale-in, which waits until this pin names another worker",
+                label(worker)
+            );
+            self.say(
+                request,
+                Some(worker),
+                PlacementState::WorkerLeaving,
+                message,
+            );
+        } else {
+            self.say(request, Some(worker), PlacementState::Moving, String::new());
+        }
+    }
+
+    /// An isolation Tessera places: on the worker its rule already names (`previous`), else
+    /// where most of the schema is, else on the worker with the least of others' data.
+    fn isolate(&mut self, request: &Request, previous: Option<String>) {
+        let shards = &self.shards;
+        let candidates: Vec<&WorkerView> = self
+            .workers
             .iter()
-            .filter(|w| claims.can_isolate_on(w))
+            .filter(|w| self.claims.can_isolate_on(w))
             .collect();
-        let previous = current(request);
         let choice = candidates
             .iter()
             .find(|w| Some(w.address()) == previous)
@@ -247,59 +250,61 @@ pub fn decide(
                     )
                 })
             })
-            .copied();
+            .copied()
+            .filter(|w| self.claims.free_after_isolating(self.workers, w) > 0);
         match choice {
-            Some(worker) if claims.free_after_isolating(workers, worker) > 0 => {
-                claims
-                    .isolated
-                    .insert(worker.address(), request.microservice.clone());
-                claims
-                    .pinned
-                    .insert(worker.address(), request.microservice.clone());
-                claims.rules.push(rule(request, worker));
-                say(request, Some(worker), PlacementState::Moving, String::new());
+            Some(worker) => {
+                self.claims.take(request, worker);
+                self.say(request, Some(worker), PlacementState::Moving, String::new());
             }
-            _ => say(request, None, PlacementState::NoRoom, no_room()),
+            None => self.say(request, None, PlacementState::NoRoom, no_room()),
         }
     }
-    let mut rules = claims.rules;
-    rules.sort();
-    let members: BTreeSet<String> = workers
-        .iter()
-        .filter(|w| w.node.is_some() && w.state == NodeState::Active)
-        .map(WorkerView::address)
-        .collect();
-    let misplaced = shards.misplaced(&rules, &members);
-    let mut held: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for placement in outcomes.values() {
-        if placement.state == PlacementState::WorkerLeaving {
-            if let Some(worker) = &placement.worker {
+
+    /// The rules, the states (whether a schema is in place is known once every rule is: an
+    /// isolation claimed later changes what may stay on a worker), what is misplaced, and the
+    /// drains pins hold.
+    fn finish(self) -> Decision {
+        let Placer {
+            workers,
+            shards,
+            claims,
+            outcomes,
+        } = self;
+        let mut rules = claims.rules;
+        rules.sort();
+        let members: BTreeSet<String> = workers
+            .iter()
+            .filter(|w| w.node.is_some() && w.state == NodeState::Active)
+            .map(WorkerView::address)
+            .collect();
+        let misplaced = shards.misplaced(&rules, &members);
+        let mut held: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for placement in outcomes.values() {
+            if let (PlacementState::WorkerLeaving, Some(worker)) =
+                (placement.state, &placement.worker)
+            {
                 held.entry(worker.clone())
                     .or_default()
                     .push(placement.microservice.clone());
             }
         }
-    }
-    // Whether a schema is in place is known once every rule is (an isolation claimed later
-    // changes what may stay on a worker).
-    let placements = outcomes
-        .into_values()
-        .map(|mut p| {
-            if p.state == PlacementState::Moving {
-                if let Some(rule) = rules.iter().find(|r| r.schema == p.schema) {
-                    let (state, message) = shards.state_of_rule(rule, &rules, workers);
-                    p.state = state;
-                    p.message = message;
+        let placements = outcomes
+            .into_values()
+            .map(|mut p| {
+                let rule = rules.iter().find(|r| r.schema == p.schema);
+                if let (PlacementState::Moving, Some(rule)) = (p.state, rule) {
+                    (p.state, p.message) = shards.state_of_rule(rule, &rules, workers);
                 }
-            }
-            p
-        })
-        .collect();
-    Decision {
-        rules,
-        placements,
-        misplaced,
-        held: held.into_iter().collect(),
+                p
+            })
+            .collect();
+        Decision {
+            rules,
+            placements,
+            misplaced,
+            held: held.into_iter().collect(),
+        }
     }
 }
 
@@ -363,9 +368,12 @@ fn rule(request: &Request, worker: &WorkerView) -> Rule {
 }
 
 /// The worker a pin names: by pod name, by ordinal on a managed cluster, or by host:port.
-fn resolve<'a>(wanted: &str, workers: &'a [WorkerView], naming: &Naming) -> Option<&'a WorkerView> {
-    let by_ordinal = naming
-        .worker_prefix
+fn resolve<'a>(
+    wanted: &str,
+    workers: &'a [WorkerView],
+    worker_prefix: Option<&str>,
+) -> Option<&'a WorkerView> {
+    let by_ordinal = worker_prefix
         .filter(|_| !wanted.is_empty() && wanted.chars().all(|c| c.is_ascii_digit()))
         .map(|prefix| format!("{prefix}-{}", wanted.trim_start_matches('0').max("0")));
     let wanted_pod = by_ordinal.as_deref().unwrap_or(wanted);
@@ -386,6 +394,19 @@ struct Claims {
 }
 
 impl Claims {
+    /// `worker` becomes `request`'s: pinned there (the first pin names the worker in
+    /// conflicts), alone when isolated, with its rule.
+    fn take(&mut self, request: &Request, worker: &WorkerView) {
+        if request.spec.isolated {
+            self.isolated
+                .insert(worker.address(), request.microservice.clone());
+        }
+        self.pinned
+            .entry(worker.address())
+            .or_insert_with(|| request.microservice.clone());
+        self.rules.push(rule(request, worker));
+    }
+
     /// A registered, active worker that stays and that no other schema is pinned or isolated to.
     fn can_isolate_on(&self, worker: &WorkerView) -> bool {
         worker.node.is_some()

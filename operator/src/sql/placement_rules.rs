@@ -25,9 +25,6 @@ use tokio_postgres::Transaction;
 /// comment (or none) installs them again.
 pub const RULES_VERSION: &str = "tessera.dev/placement-rules v1";
 
-/// The rules table, quoted as it appears in SQL.
-pub const RULES_TABLE: &str = "tessera_operator.placement_rules";
-
 /// What installing the rules runs, in one transaction (`INSTALL_LOCK` comes first).
 const INSTALL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS tessera_operator;
@@ -256,15 +253,9 @@ impl RulesCatalog {
             _ => false,
         }
     }
-
-    /// Node groups holding shards of `schema`, with how many.
-    pub fn shards_of<'a>(&'a self, schema: &'a str) -> impl Iterator<Item = &'a SchemaShards> {
-        self.schema_shards
-            .iter()
-            .filter(move |s| s.schema == schema)
-    }
 }
 
+#[cfg(test)]
 impl RulesCatalog {
     /// Rules installed and the twin of `base` registered as Citus keeps built-in strategies
     /// (for tests of plans that start from an up-to-date cluster).
@@ -525,6 +516,5 @@ mod tests {
     #[test]
     fn the_install_script_carries_the_version_it_is_read_by() {
         assert!(INSTALL.contains(&format!("IS '{RULES_VERSION}'")));
-        assert!(RULES_TABLE.starts_with(super::super::ownership::CLAIMS_SCHEMA));
     }
 }

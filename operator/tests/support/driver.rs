@@ -169,6 +169,31 @@ impl Driver {
         }
     }
 
+    /// Fails unless every registered node commits synchronously (as production's servers do:
+    /// an asynchronous commit could be lost by a logical move, and a test that moves shards must
+    /// not run weaker than that). Returns how many nodes were asked.
+    pub async fn assert_commits_synchronously(&self) -> usize {
+        let client = sql::connect(&self.superuser).await.expect("connect");
+        let rows = client
+            .query(
+                "SELECT n.nodename || ':' || n.nodeport, r.success, r.result \
+                   FROM run_command_on_all_nodes('SHOW synchronous_commit') r \
+                   JOIN pg_dist_node n ON n.nodeid = r.nodeid",
+                &[],
+            )
+            .await
+            .expect("ask every node");
+        for row in &rows {
+            let (node, success, value): (String, bool, String) =
+                (row.get(0), row.get(1), row.get(2));
+            assert!(
+                success && value == "on",
+                "{node} commits with synchronous_commit={value}"
+            );
+        }
+        rows.len()
+    }
+
     /// Row counts of every service's table, read as each service's own role.
     pub async fn counts(&self, passwords: &[(String, String)]) -> Vec<(String, i64)> {
         let mut counts = Vec::new();

@@ -93,3 +93,24 @@ pub async fn lost(admin: &Client, table: &str, acknowledged: &[i64]) -> Vec<i64>
         .copied()
         .collect()
 }
+
+/// Stops `writing` and fails unless it wrote steadily and every acknowledged key is in
+/// `table`, with no write failing (writes wait during moves, they do not fail). Prints the
+/// figures under `what`.
+pub async fn assert_nothing_lost(admin: &Client, table: &str, writing: SteadyWriter, what: &str) {
+    let writes = writing.stop().await;
+    let missing = lost(admin, table, &writes.acknowledged).await;
+    println!(
+        "{what}: {} writes acknowledged ({} failed, worst {} ms), {} missing",
+        writes.acknowledged.len(),
+        writes.failed,
+        writes.worst_latency.as_millis(),
+        missing.len()
+    );
+    assert!(writes.acknowledged.len() > 100, "{writes:?}");
+    assert!(missing.is_empty(), "lost acknowledged writes: {missing:?}");
+    assert_eq!(
+        writes.failed, 0,
+        "writes wait during moves, they do not fail"
+    );
+}

@@ -95,9 +95,7 @@ impl World {
             &self.requests,
             &self.workers,
             &self.catalog,
-            &Naming {
-                worker_prefix: Some("main-worker"),
-            },
+            Some("main-worker"),
         )
     }
 }

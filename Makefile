@@ -1,7 +1,7 @@
 # Tessera developer commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test lint fmt crds check-crds manifests check-manifests image build demo demo-stop bench bench-operator prerequisites-test prerequisites-demo prerequisites-lint
+.PHONY: test lint fmt crds check-crds manifests check-manifests image build demo demo-stop bench bench-operator bench-moves prerequisites-test prerequisites-demo prerequisites-lint
 
 ## Every test: unit, SQL integration against a PostgreSQL the tests start (Citus where
 ## installed), fixture tests, the chart's tests, and the CRD and manifests drift checks.
@@ -71,3 +71,8 @@ SERVICES ?= 100,1000
 ## Microservices at once; figures for provisioning, the steady state and a restart.
 bench-operator:
 	$(CARGO) run -q --release -p tessera-bench --bin bench-operator -- --services $(SERVICES) $(BENCH_OPERATOR_ARGS)
+
+## Shard moves on scale-out and scale-in (Citus needed): one at a time and side by side,
+## Tessera's reconciler against the same moves typed by hand on the same cluster.
+bench-moves:
+	$(CARGO) run -q --release -p tessera-bench --bin bench-moves -- $(BENCH_MOVES_ARGS)

@@ -118,7 +118,12 @@ fn cluster_builders_match_their_fixtures() {
             panic!("{}: a managed cluster", dir.display())
         };
         let names = &effective.names;
-        let config = cluster_build::postgres_config(&managed.postgresql.parameters);
+        let config = cluster_build::postgres_config(
+            &managed.postgresql.parameters,
+            tessera::cituscluster::concurrency::managed_limits(
+                &cluster.spec.rebalance.parallel_transfers,
+            ),
+        );
         let statefulset = |role: &str, replicas: i32| {
             cluster_build::statefulset(&cluster, managed, names, &config, role, replicas)
         };
@@ -170,7 +175,10 @@ fn the_cluster_pods_restart_when_and_only_when_the_configuration_changes() {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let config = cluster_build::postgres_config(&parameters);
+        let config = cluster_build::postgres_config(
+            &parameters,
+            tessera::cituscluster::concurrency::managed_limits(&Default::default()),
+        );
         cluster_build::statefulset(&cluster, managed, &effective.names, &config, WORKER_ROLE, 2)
             .spec
             .and_then(|s| s.template.metadata)

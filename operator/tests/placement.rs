@@ -379,24 +379,7 @@ async fn a_row_sharded_table_spreads_drains_and_follows_its_pin_under_writes() {
     assert_eq!(driver.assert_commits_synchronously().await, 3);
     let (passwords, expected) = services(&driver).await;
     let admin = support::admin(&driver.nodes.coordinator).await;
-    let chat = tessera::sql::Desired {
-        distribute: false,
-        ..support::desired("chat", "uid-chat")
-    };
-    support::provision(&driver.superuser, &chat)
-        .await
-        .expect("provision chat");
-    let client = support::connect_as(&driver.nodes.coordinator, "chat", &chat.password)
-        .await
-        .expect("chat logs in");
-    client
-        .batch_execute(
-            "CREATE TABLE messages (id bigint PRIMARY KEY, payload text);
-             SELECT create_distributed_table('messages', 'id', shard_count := 32);
-             INSERT INTO messages SELECT -g, repeat('m', 200) FROM generate_series(1, 20000) g",
-        )
-        .await
-        .expect("chat's row-sharded table");
+    let client = support::row_sharded_chat(&driver).await;
     let spread = |holders: &BTreeMap<String, BTreeSet<String>>| holders["chat"].len();
     assert_eq!(spread(&holders(&admin).await), 2);
     let writing = SteadyWriter::start(

@@ -97,6 +97,18 @@ pub async fn crd_validation(env: &Env) -> Result<()> {
             json!({"managed": {"workers": {"replicas": -1}}}),
             "should be greater than or equal to 0",
         ),
+        (
+            "move limits on an external cluster",
+            "external-limits",
+            json!({"external": external, "rebalance": {"parallelTransfers": {"maxMoves": 8}}}),
+            "server settings of a managed cluster",
+        ),
+        (
+            "too many moves per node",
+            "many-moves",
+            json!({"managed": {}, "rebalance": {"parallelTransfers": {"maxMovesPerNode": 9}}}),
+            "should be less than or equal to 8",
+        ),
     ];
     for (what, name, spec, message) in rejected {
         let cluster: CitusCluster = serde_json::from_value(json!({

@@ -140,6 +140,32 @@ pub async fn managed_cluster(env: &Env) -> Result<()> {
         wal.iter().all(|w| w == "logical") && wal.len() == 3,
         "{wal:?}"
     );
+    // The coordinator moves shards side by side, set by Tessera (reloaded, not restarted).
+    let wanted_limits = (
+        tessera::cituscluster::concurrency::DEFAULT_MAX_MOVES,
+        tessera::cituscluster::concurrency::DEFAULT_MAX_MOVES_PER_NODE,
+    );
+    wait_until("the coordinator's move limits", crate::WAIT, || async {
+        let row = db
+            .query_one(
+                "SELECT current_setting('citus.max_background_task_executors')::int, \
+                        current_setting('citus.max_background_task_executors_per_node')::int",
+                &[],
+            )
+            .await?;
+        let shown = clusters
+            .get("main")
+            .await?
+            .status
+            .and_then(|s| s.move_concurrency)
+            .map(|m| (m.max_moves, m.max_moves_per_node, m.colocated_shards));
+        let set: (i32, i32) = (row.get(0), row.get(1));
+        Ok(
+            (set == wanted_limits && shown == Some((wanted_limits.0, wanted_limits.1, true)))
+                .then_some(()),
+        )
+    })
+    .await?;
 
     // Services with rows: their schemas are spread over the two workers.
     let api: Api<Microservice> = Api::namespaced(env.client.clone(), NS);

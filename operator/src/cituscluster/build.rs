@@ -25,6 +25,8 @@ use crate::keys::{
     CLUSTER_LABEL, CONFIG_DIGEST_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, OWNER_ANNOTATION,
     ROLE_LABEL,
 };
+use crate::sql::cluster::MoveLimits;
+use crate::sql::membership::MoveLimit;
 
 pub const CONTAINER_NAME: &str = "postgres";
 const CONFIG_DIR: &str = "/etc/tessera";
@@ -49,6 +51,12 @@ const MINIMUMS: &[(&str, i64)] = &[
     ("max_replication_slots", 16),
     ("max_wal_senders", 16),
 ];
+/// PostgreSQL's own max_logical_replication_workers: each move into a node runs one apply
+/// worker there.
+const LOGICAL_REPLICATION_WORKERS: i64 = 4;
+/// Background workers beside the moves: Citus's maintenance daemon and task monitor, the
+/// logical replication launcher, autovacuum's launcher and some to spare.
+const OTHER_WORKER_PROCESSES: i64 = 8;
 
 /// The PostgreSQL configuration of every node, and what of the user's was overridden.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +65,9 @@ pub struct PostgresConfig {
     pub overridden: Vec<String>,
 }
 
-/// The user's parameters with Tessera's enforced ones winning.
-pub fn postgres_config(user: &BTreeMap<String, String>) -> PostgresConfig {
+/// The user's parameters with Tessera's enforced ones winning, with room for `moves` shard
+/// moves at once (the limits themselves are set on the coordinator, without a restart).
+pub fn postgres_config(user: &BTreeMap<String, String>, moves: MoveLimits) -> PostgresConfig {
     let mut parameters = BTreeMap::new();
     let mut overridden = Vec::new();
     for (name, value) in user {
@@ -66,6 +75,15 @@ pub fn postgres_config(user: &BTreeMap<String, String>) -> PostgresConfig {
         if FORBIDDEN.contains(&key.as_str()) {
             overridden.push(format!(
                 "{name}: ignored, Tessera mounts the configuration files itself"
+            ));
+            continue;
+        }
+        if [MoveLimit::Total, MoveLimit::PerNode]
+            .iter()
+            .any(|limit| limit.setting() == key)
+        {
+            overridden.push(format!(
+                "{name}: ignored, set spec.rebalance.parallelTransfers instead"
             ));
             continue;
         }
@@ -116,9 +134,13 @@ pub fn postgres_config(user: &BTreeMap<String, String>) -> PostgresConfig {
     let mut preload = vec!["citus".to_string()];
     preload.extend(libraries);
     parameters.insert("shared_preload_libraries".into(), preload.join(","));
-    for (name, minimum) in MINIMUMS {
-        match parameters.get(*name).map(|v| v.trim().parse::<i64>()) {
-            Some(Ok(value)) if value >= *minimum => {}
+    let minimums = minimums(
+        moves,
+        parameters.contains_key("max_logical_replication_workers"),
+    );
+    for (name, minimum) in minimums {
+        match parameters.get(name).map(|v| v.trim().parse::<i64>()) {
+            Some(Ok(value)) if value >= minimum => {}
             Some(Ok(value)) => {
                 overridden.push(format!(
                     "{name}: {minimum} (not {value}): shard moves need at least that"
@@ -140,6 +162,32 @@ pub fn postgres_config(user: &BTreeMap<String, String>) -> PostgresConfig {
         parameters,
         overridden,
     }
+}
+
+/// The lower bounds for `moves` at once. The coordinator runs one background worker a move,
+/// a node one apply worker a move into it; max_logical_replication_workers is written only
+/// when the user set it or PostgreSQL's default is too low, so a file that does not need it
+/// stays as it was.
+fn minimums(moves: MoveLimits, user_sets_logical_workers: bool) -> Vec<(&'static str, i64)> {
+    let total = i64::from(moves.total);
+    let per_node = i64::from(moves.per_node);
+    let mut minimums: Vec<(&'static str, i64)> = MINIMUMS
+        .iter()
+        .map(|(name, minimum)| match *name {
+            "max_worker_processes" => (
+                *name,
+                (*minimum).max(total + per_node + OTHER_WORKER_PROCESSES),
+            ),
+            _ => (*name, *minimum),
+        })
+        .collect();
+    if user_sets_logical_workers || per_node > LOGICAL_REPLICATION_WORKERS {
+        minimums.push((
+            "max_logical_replication_workers",
+            per_node.max(LOGICAL_REPLICATION_WORKERS),
+        ));
+    }
+    minimums
 }
 
 /// postgresql.conf: one `name = 'value'` line each, values quoted as the file format wants.
@@ -549,6 +597,50 @@ pub fn statefulset(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// postgres_config with the default move limits.
+    fn postgres_config(user: &BTreeMap<String, String>) -> PostgresConfig {
+        super::postgres_config(user, DEFAULT_MOVES)
+    }
+
+    const DEFAULT_MOVES: MoveLimits = MoveLimits {
+        total: crate::cituscluster::concurrency::DEFAULT_MAX_MOVES,
+        per_node: crate::cituscluster::concurrency::DEFAULT_MAX_MOVES_PER_NODE,
+    };
+
+    #[test]
+    fn room_for_the_moves_at_once_and_their_limits_only_from_the_rebalance_spec() {
+        let config = postgres_config(&params(&[
+            ("citus.max_background_task_executors", "9"),
+            ("Citus.Max_Background_Task_Executors_Per_Node", "9"),
+        ]));
+        assert!(!config
+            .parameters
+            .keys()
+            .any(|k| k.contains("background_task")));
+        assert_eq!(config.overridden.len(), 2, "{:?}", config.overridden);
+        assert!(config.overridden[0].contains("set spec.rebalance.parallelTransfers"));
+        assert!(!config
+            .parameters
+            .contains_key("max_logical_replication_workers"));
+
+        let many = super::postgres_config(
+            &BTreeMap::new(),
+            MoveLimits {
+                total: 16,
+                per_node: 8,
+            },
+        );
+        assert_eq!(many.parameters["max_worker_processes"], "32");
+        assert_eq!(many.parameters["max_logical_replication_workers"], "8");
+        assert!(many.overridden.is_empty(), "{:?}", many.overridden);
+        let low = super::postgres_config(
+            &params(&[("max_logical_replication_workers", "2")]),
+            DEFAULT_MOVES,
+        );
+        assert_eq!(low.parameters["max_logical_replication_workers"], "4");
+        assert_eq!(low.overridden.len(), 1, "{:?}", low.overridden);
+    }
 
     fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -180,11 +180,13 @@ pub async fn execute(
                 NodeStep::StartRebalance {
                     drain_only,
                     strategy,
+                    parallel,
                     ..
                 } => NodeStep::StartRebalance {
                     drain_only,
                     strategy,
                     transfer_mode: chosen.mode.as_str().to_string(),
+                    parallel,
                 },
                 other => other,
             })

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
+use super::concurrency;
 use super::placement::{self, Decision};
 use crate::crd::cituscluster::{
     CitusClusterStatus, RebalancePolicy, RebalanceSpec, RebalanceStatus,
@@ -261,6 +262,13 @@ pub fn plan(input: &Inputs) -> Plan {
         &input.rebalance.strategy,
         &plan.placement.rules,
     ));
+    plan.steps.extend(concurrency::steps(
+        concurrency::wanted(
+            matches!(input.topology, Topology::Managed { .. }),
+            &input.rebalance.parallel_transfers,
+        ),
+        input.catalog.move_limits,
+    ));
     let history = History::of(input);
     if let Some(job) = input.catalog.active_job() {
         follow_running_job(job, &history, &mut plan);
@@ -296,7 +304,7 @@ fn place_misplaced(input: &Inputs, history: &History, plan: &mut Plan) {
         plan.phase = phase;
         return;
     }
-    plan.steps.push(start(input.rebalance, true));
+    plan.steps.push(start(input, true));
     plan.job = Some(JobIntent {
         drain_only: true,
         placement: true,
@@ -533,7 +541,7 @@ fn drain_or_remove(input: &Inputs, history: &History, plan: &mut Plan) {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        plan.steps.push(start(input.rebalance, true));
+        plan.steps.push(start(input, true));
         plan.job = Some(JobIntent {
             drain_only: true,
             placement: false,
@@ -608,7 +616,7 @@ fn rebalance_if_changed(input: &Inputs, history: &History, plan: &mut Plan) {
         !r.is_empty() && input.previous.handled_rebalance_request.as_deref() != Some(*r)
     });
     if let Some(request) = request {
-        plan.steps.push(start(input.rebalance, false));
+        plan.steps.push(start(input, false));
         plan.job = Some(JobIntent {
             drain_only: false,
             placement: false,
@@ -667,7 +675,7 @@ fn rebalance_if_changed(input: &Inputs, history: &History, plan: &mut Plan) {
             joined.join(", ")
         )
     };
-    plan.steps.push(start(input.rebalance, false));
+    plan.steps.push(start(input, false));
     plan.job = Some(JobIntent {
         drain_only: false,
         placement: false,
@@ -687,12 +695,18 @@ fn should_have_shards(node: &Node, value: bool) -> NodeStep {
     }
 }
 
-/// A job with the twin of the spec's strategy, so that it keeps to the placement rules.
-fn start(spec: &RebalanceSpec, drain_only: bool) -> NodeStep {
+/// A job with the twin of the spec's strategy, so that it keeps to the placement rules, and
+/// with the parallel transfers the coordinator's Citus takes.
+fn start(input: &Inputs, drain_only: bool) -> NodeStep {
+    let spec = input.rebalance;
     NodeStep::StartRebalance {
         drain_only,
         strategy: twin_name(&spec.strategy),
         transfer_mode: spec.shard_transfer_mode.as_str().to_string(),
+        parallel: concurrency::arguments(
+            &spec.parallel_transfers,
+            input.catalog.citus_version.as_deref(),
+        ),
     }
 }
 

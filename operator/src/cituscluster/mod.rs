@@ -3,9 +3,10 @@
 //! workers: registration, rebalancing on scale-out, draining on scale-in. A controller
 //! (`controller`), the pipeline's driver (`reconcile`) over its steps (`protect`, `validate`,
 //! `credentials`, `objects`, `observe`, `report`), and the pure pieces they use (`build`,
-//! `membership`, `status`, `transfer`, `deletion`, `requeue`).
+//! `membership`, `concurrency`, `status`, `transfer`, `deletion`, `requeue`).
 
 pub mod build;
+pub mod concurrency;
 pub mod connection;
 pub mod context;
 pub mod controller;

@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::{Api, ResourceExt};
 
 use super::build::{self, PostgresConfig};
+use super::concurrency;
 use super::context::{cached, ClusterContext};
 use super::error::Error;
 use super::membership::Plan;
@@ -27,7 +28,10 @@ pub async fn apply_managed(
     let names = &effective.names;
     let ns = names.namespace.as_str();
     let uid = cluster.uid().unwrap_or_default();
-    let pg = build::postgres_config(&managed.postgresql.parameters);
+    let pg = build::postgres_config(
+        &managed.postgresql.parameters,
+        concurrency::managed_limits(&cluster.spec.rebalance.parallel_transfers),
+    );
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     crate::ssa::apply(
         &config_maps,

@@ -7,6 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::build::PostgresConfig;
+use super::concurrency;
 use super::connection::Endpoint;
 use super::context::ClusterContext;
 use super::credentials::Access;
@@ -98,6 +99,14 @@ pub async fn observed(
         previous: &previous,
         superuser_secret: Some(access.endpoint.credentials.name.clone()),
         overridden: postgres.map(|p| p.overridden).unwrap_or_default(),
+        move_concurrency: concurrency::status(
+            &cluster.spec.rebalance.parallel_transfers,
+            &round.catalog,
+            concurrency::wanted(
+                matches!(effective.kind, Kind::Managed(_)),
+                &cluster.spec.rebalance.parallel_transfers,
+            ),
+        ),
         now,
     });
     let observed: Vec<Observed> = outcome.observed.iter().chain(extra).cloned().collect();

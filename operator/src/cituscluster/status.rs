@@ -11,7 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::membership::{NodeState, Plan};
 use super::preview;
 use crate::conditions::{carried, summary, ConditionSet, Observed, Standing};
-use crate::crd::cituscluster::{CitusClusterStatus, MovePlan};
+use crate::crd::cituscluster::{CitusClusterStatus, MoveConcurrency, MovePlan};
 use crate::sql::cluster::ClusterCatalog;
 use crate::sql::membership::Applied;
 
@@ -71,6 +71,8 @@ pub struct Observation<'a> {
     pub previous: &'a CitusClusterStatus,
     pub superuser_secret: Option<String>,
     pub overridden: Vec<String>,
+    /// How many shards the cluster moves at once (`concurrency::status`).
+    pub move_concurrency: Option<MoveConcurrency>,
     pub now: Timestamp,
 }
 
@@ -121,6 +123,7 @@ pub fn compute(obs: &Observation) -> Outcome {
         overridden_parameters: obs.overridden.clone(),
         placements: obs.plan.placement.placements.clone(),
         plan: move_plan(obs, &mut notes),
+        move_concurrency: obs.move_concurrency.clone(),
     };
     Outcome {
         status,

@@ -71,7 +71,8 @@ pub const MAX_NAME_LENGTH: usize = 40;
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "has(self.external) != has(self.managed)", "message": "set exactly one of spec.managed and spec.external"},
-    {"rule": "has(self.managed) == has(oldSelf.managed)", "message": "a cluster cannot switch between managed and external; create a new CitusCluster"}
+    {"rule": "has(self.managed) == has(oldSelf.managed)", "message": "a cluster cannot switch between managed and external; create a new CitusCluster"},
+    {"rule": "has(self.managed) || !has(self.rebalance) || !has(self.rebalance.parallelTransfers) || (!has(self.rebalance.parallelTransfers.maxMoves) && !has(self.rebalance.parallelTransfers.maxMovesPerNode))", "message": "maxMoves and maxMovesPerNode are server settings of a managed cluster; on an external cluster set citus.max_background_task_executors and citus.max_background_task_executors_per_node on its coordinator"}
 ]))]
 pub struct CitusClusterSpec {
     /// A cluster Tessera runs: a coordinator StatefulSet and a worker StatefulSet.
@@ -409,6 +410,53 @@ pub struct RebalanceSpec {
     /// refused.
     #[serde(default)]
     pub on_asynchronous_commit: OnAsynchronousCommit,
+    /// How many shards move at once.
+    #[serde(default)]
+    pub parallel_transfers: ParallelTransfers,
+}
+
+/// How many shards move at once. A move runs as one of Citus's background tasks; the limits
+/// bound how many run at the same time, and the two switches let a job's moves run side by
+/// side where Citus would otherwise order them.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParallelTransfers {
+    /// Move the shards of one colocation group (a row-sharded table's shards) side by side
+    /// rather than one after another (Citus 13.2's `parallel_transfer_colocated_shards`).
+    /// Schemas are colocation groups of their own and move side by side either way.
+    #[serde(default = "enabled")]
+    pub colocated_shards: bool,
+    /// Copy reference tables to a new worker table by table, side by side, before shards move
+    /// there (Citus 13.2's `parallel_transfer_reference_tables`).
+    #[serde(default = "enabled")]
+    pub reference_tables: bool,
+    /// Managed clusters: moves running at once in the whole cluster
+    /// (`citus.max_background_task_executors`, set on the coordinator without a restart).
+    /// Default 4. An external cluster keeps its own setting, shown in status.moveConcurrency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16))]
+    pub max_moves: Option<i32>,
+    /// Managed clusters: moves running at once that copy from or to one node
+    /// (`citus.max_background_task_executors_per_node`). Default 4. A scale-out by one worker
+    /// moves this many shards at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8))]
+    pub max_moves_per_node: Option<i32>,
+}
+
+impl Default for ParallelTransfers {
+    fn default() -> Self {
+        Self {
+            colocated_shards: true,
+            reference_tables: true,
+            max_moves: None,
+            max_moves_per_node: None,
+        }
+    }
+}
+
+fn enabled() -> bool {
+    true
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -425,6 +473,7 @@ impl Default for RebalanceSpec {
             strategy: default_strategy(),
             shard_transfer_mode: ShardTransferMode::default(),
             on_asynchronous_commit: OnAsynchronousCommit::default(),
+            parallel_transfers: ParallelTransfers::default(),
         }
     }
 }
@@ -525,6 +574,27 @@ pub struct CitusClusterStatus {
     /// belongs and whether it is there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placements: Vec<SchemaPlacement>,
+    /// How many shards the cluster moves at once, as its coordinator is set now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub move_concurrency: Option<MoveConcurrency>,
+}
+
+/// How many shards a cluster moves at once.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MoveConcurrency {
+    /// Moves at once in the whole cluster (the coordinator's
+    /// citus.max_background_task_executors).
+    pub max_moves: i32,
+    /// Moves at once from or to one node (citus.max_background_task_executors_per_node).
+    pub max_moves_per_node: i32,
+    /// Jobs move a row-sharded table's shards side by side.
+    pub colocated_shards: bool,
+    /// Jobs copy reference tables to new workers side by side.
+    pub reference_tables: bool,
+    /// Why something asked for is not in effect (Citus too old, a setting not applied yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The moves a rebalance or drain would make, as Citus plans them with the strategy in use

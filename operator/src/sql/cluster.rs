@@ -23,6 +23,18 @@ pub struct ClusterCatalog {
     pub own_authinfo: Option<String>,
     /// The placement rules, the rebalance strategies and where schemas' shards are.
     pub rules: super::placement_rules::RulesCatalog,
+    /// How many background tasks (shard moves) the coordinator runs at once, when its Citus
+    /// has the settings.
+    pub move_limits: Option<MoveLimits>,
+}
+
+/// The coordinator's bounds on shard moves running at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoveLimits {
+    /// citus.max_background_task_executors
+    pub total: i32,
+    /// citus.max_background_task_executors_per_node
+    pub per_node: i32,
 }
 
 impl ClusterCatalog {
@@ -181,7 +193,9 @@ SELECT current_setting('server_version'),
        (SELECT extversion FROM pg_extension WHERE extname = 'citus'),
        current_user::text,
        coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false),
-       coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)";
+       coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false),
+       current_setting('citus.max_background_task_executors', true),
+       current_setting('citus.max_background_task_executors_per_node', true)";
 
 /// Each node with its placements; a placement is sole when no other group holds its shard (the
 /// test `citus_remove_node` applies).
@@ -224,6 +238,13 @@ SELECT p.groupid, coalesce(sum(s.size), 0)::bigint
   FROM pg_dist_placement p JOIN sizes s ON s.shard_id = p.shardid
  GROUP BY p.groupid";
 
+fn move_limits(total: Option<&str>, per_node: Option<&str>) -> Option<MoveLimits> {
+    Some(MoveLimits {
+        total: total?.parse().ok()?,
+        per_node: per_node?.parse().ok()?,
+    })
+}
+
 fn timestamp(value: Option<std::time::SystemTime>) -> Option<Timestamp> {
     value.and_then(|t| Timestamp::try_from(t).ok())
 }
@@ -239,6 +260,7 @@ pub async fn read(client: &mut Client) -> Result<ClusterCatalog, tokio_postgres:
         current_user: row.get(2),
         superuser: row.get(3),
         encrypted: row.get(4),
+        move_limits: move_limits(row.get(5), row.get(6)),
         ..ClusterCatalog::default()
     };
     if catalog.has_citus() {

@@ -29,6 +29,8 @@ pub enum NodeStep {
         drain_only: bool,
         strategy: String,
         transfer_mode: String,
+        /// Citus 13.2's parallel-transfer arguments; `None` leaves them out (older Citus).
+        parallel: Option<ParallelArguments>,
     },
     /// Cancel the running rebalance job (moves already done stay).
     StopRebalance,
@@ -42,6 +44,34 @@ pub enum NodeStep {
     TakeDefaultStrategy { twin: String },
     /// Put back the default strategy a twin replaced.
     RestoreDefaultStrategy,
+    /// Persist one of the coordinator's move limits (`ALTER SYSTEM`, managed clusters only);
+    /// it takes effect at the next ReloadConfiguration.
+    SetMoveLimit { limit: MoveLimit, value: i32 },
+    /// Make the coordinator read its configuration again (`pg_reload_conf`).
+    ReloadConfiguration,
+}
+
+/// The parallel-transfer arguments of `citus_rebalance_start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParallelArguments {
+    pub colocated_shards: bool,
+    pub reference_tables: bool,
+}
+
+/// A server setting that bounds how many of Citus's background tasks (shard moves) run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveLimit {
+    Total,
+    PerNode,
+}
+
+impl MoveLimit {
+    pub fn setting(self) -> &'static str {
+        match self {
+            MoveLimit::Total => "citus.max_background_task_executors",
+            MoveLimit::PerNode => "citus.max_background_task_executors_per_node",
+        }
+    }
 }
 
 impl NodeStep {
@@ -83,12 +113,40 @@ impl NodeStep {
                 drain_only,
                 strategy,
                 transfer_mode,
+                parallel: None,
             } => (
                 "SELECT citus_rebalance_start(rebalance_strategy := $1::text::name, \
                  drain_only := $2::text::bool, \
                  shard_transfer_mode := $3::text::citus.shard_transfer_mode)",
                 vec![strategy.clone(), drain_only.to_string(), transfer_mode.clone()],
             ),
+            NodeStep::StartRebalance {
+                drain_only,
+                strategy,
+                transfer_mode,
+                parallel: Some(parallel),
+            } => (
+                "SELECT citus_rebalance_start(rebalance_strategy := $1::text::name, \
+                 drain_only := $2::text::bool, \
+                 shard_transfer_mode := $3::text::citus.shard_transfer_mode, \
+                 parallel_transfer_colocated_shards := $4::text::bool, \
+                 parallel_transfer_reference_tables := $5::text::bool)",
+                vec![
+                    strategy.clone(),
+                    drain_only.to_string(),
+                    transfer_mode.clone(),
+                    parallel.colocated_shards.to_string(),
+                    parallel.reference_tables.to_string(),
+                ],
+            ),
+            // ALTER SYSTEM takes no parameters; the name is a constant and the value a number.
+            NodeStep::SetMoveLimit { limit, value } => {
+                return (
+                    format!("ALTER SYSTEM SET {} = {value}", limit.setting()).into(),
+                    Vec::new(),
+                )
+            }
+            NodeStep::ReloadConfiguration => ("SELECT pg_reload_conf()", Vec::new()),
             NodeStep::StopRebalance => ("SELECT citus_rebalance_stop()", Vec::new()),
         };
         (sql.into(), params)
@@ -148,7 +206,9 @@ pub async fn apply(client: &Client, steps: &[NodeStep]) -> Result<Applied, StepE
                 let row = client.query_one(&*sql, &params).await.map_err(failed)?;
                 applied.started_job = Some(row.get::<_, Option<i64>>(0));
             }
-            NodeStep::CleanupOrphans | NodeStep::InstallPlacementRules => {
+            NodeStep::CleanupOrphans
+            | NodeStep::InstallPlacementRules
+            | NodeStep::SetMoveLimit { .. } => {
                 client.batch_execute(&sql).await.map_err(failed)?;
             }
             _ => {
@@ -350,10 +410,51 @@ mod tests {
             drain_only: true,
             strategy: "by_disk_size".into(),
             transfer_mode: "auto".into(),
+            parallel: None,
         }
         .statement();
         assert!(sql.contains("drain_only := $2"));
+        assert!(
+            !sql.contains("parallel"),
+            "older Citus has no such arguments"
+        );
         assert_eq!(params, vec!["by_disk_size", "true", "auto"]);
+        let (sql, params) = NodeStep::StartRebalance {
+            drain_only: false,
+            strategy: "tessera_by_disk_size".into(),
+            transfer_mode: "block_writes".into(),
+            parallel: Some(ParallelArguments {
+                colocated_shards: true,
+                reference_tables: false,
+            }),
+        }
+        .statement();
+        assert!(sql.contains("parallel_transfer_colocated_shards := $4::text::bool"));
+        assert!(sql.contains("parallel_transfer_reference_tables := $5::text::bool"));
+        assert_eq!(
+            params,
+            vec![
+                "tessera_by_disk_size",
+                "false",
+                "block_writes",
+                "true",
+                "false"
+            ]
+        );
+    }
+
+    #[test]
+    fn move_limits_are_persisted_settings_of_fixed_names() {
+        let (sql, params) = NodeStep::SetMoveLimit {
+            limit: MoveLimit::PerNode,
+            value: 2,
+        }
+        .statement();
+        assert_eq!(
+            sql,
+            "ALTER SYSTEM SET citus.max_background_task_executors_per_node = 2"
+        );
+        assert!(params.is_empty());
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Helpers for tests against a real PostgreSQL (and Citus where installed).
 #![allow(dead_code)]
 
-pub mod driver;
 pub mod writer;
 
+#[allow(unused_imports)]
+pub use citus_driver::{admin_config, connect_as, desired, driver, owner, provision};
+
 use pgtemp::TempPostgres;
-use tessera::microservice::database::{self, DatabaseError, Provisioned};
+use tessera::microservice::database::{self, DatabaseError};
 use tessera::sql::{Cleanup, CleanupPlan, ConnectionConfig, Coordinators, Desired, Owner};
 use tokio_postgres::Client;
 
@@ -13,52 +15,10 @@ pub fn start_postgres() -> TempPostgres {
     TempPostgres::start().expect("start a temporary PostgreSQL")
 }
 
-/// The operator's view of a server: its superuser over TCP with a password.
-pub fn admin_config(pg: &TempPostgres) -> ConnectionConfig {
-    ConnectionConfig::with_password(
-        pg.host(),
-        pg.port(),
-        "postgres",
-        pg.superuser(),
-        pg.superuser_password(),
-    )
-}
-
-pub async fn connect_as(
-    pg: &TempPostgres,
-    user: &str,
-    password: &str,
-) -> Result<Client, pgtemp::citus::CitusError> {
-    pgtemp::citus::connect(pg, user, password).await
-}
-
 pub async fn admin(pg: &TempPostgres) -> Client {
     connect_as(pg, pg.superuser(), pg.superuser_password())
         .await
         .expect("superuser connects")
-}
-
-pub fn owner(name: &str, uid: &str) -> Owner {
-    Owner {
-        uid: uid.into(),
-        namespace: "shop".into(),
-        name: name.into(),
-    }
-}
-
-/// What a Microservice named `name` asks for, with a fresh password.
-pub fn desired(name: &str, uid: &str) -> Desired {
-    let role = name.replace('-', "_");
-    Desired {
-        owner: owner(name, uid),
-        role: role.clone(),
-        schema: role,
-        connection_limit: -1,
-        distribute: true,
-        password: format!("pw-{name}-{uid}"),
-        password_is_new: true,
-        synchronous_commit: "on",
-    }
 }
 
 /// A coordinator with two workers, or `None` (after printing a SKIPPED line) when Citus is not
@@ -140,15 +100,6 @@ pub async fn provision_two_and_check_isolation(pg: &TempPostgres) -> (Client, De
     (alice_db, alice)
 }
 
-/// The reconcile's database side as a test calls it: with a pool of its own each time, as a
-/// freshly started operator has.
-pub async fn provision(
-    config: &ConnectionConfig,
-    desired: &Desired,
-) -> Result<Provisioned, DatabaseError> {
-    database::provision(&Coordinators::default(), config, desired, "", 0).await
-}
-
 /// Cleanup as a freshly started operator does it.
 #[allow(dead_code)]
 pub async fn cleanup(
@@ -167,4 +118,29 @@ pub async fn cleanup(
         policy,
     )
     .await
+}
+
+/// The service chat with its own row-sharded table `messages` (32 shards, one colocation
+/// group, in a schema that is not distributed as a unit) of 20,000 rows with negative keys;
+/// returns chat's connection.
+pub async fn row_sharded_chat(driver: &driver::Driver) -> Client {
+    let chat = Desired {
+        distribute: false,
+        ..desired("chat", "uid-chat")
+    };
+    provision(&driver.superuser, &chat)
+        .await
+        .expect("provision chat");
+    let client = connect_as(&driver.nodes.coordinator, "chat", &chat.password)
+        .await
+        .expect("chat logs in");
+    client
+        .batch_execute(
+            "CREATE TABLE messages (id bigint PRIMARY KEY, payload text);
+             SELECT create_distributed_table('messages', 'id', shard_count := 32);
+             INSERT INTO messages SELECT -g, repeat('m', 200) FROM generate_series(1, 20000) g",
+        )
+        .await
+        .expect("chat's row-sharded table");
+    client
 }

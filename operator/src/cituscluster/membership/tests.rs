@@ -208,6 +208,10 @@ fn rebalance(drain_only: bool) -> NodeStep {
         drain_only,
         strategy: "tessera_by_disk_size".into(),
         transfer_mode: "auto".into(),
+        parallel: Some(crate::sql::membership::ParallelArguments {
+            colocated_shards: true,
+            reference_tables: true,
+        }),
     }
 }
 
@@ -835,4 +839,64 @@ fn a_placement_job_gives_way_to_a_drain() {
         plan.phase
     );
     assert!(plan.steps.contains(&NodeStep::StopRebalance));
+}
+
+#[test]
+fn a_managed_coordinator_is_given_its_move_limits_and_an_external_one_keeps_its_own() {
+    use crate::sql::cluster::MoveLimits;
+    use crate::sql::membership::MoveLimit;
+    let mut world = World::managed(1)
+        .pod(0, true)
+        .registered(0, 3, true)
+        .balanced(&[0]);
+    world.catalog.move_limits = Some(MoveLimits {
+        total: 1,
+        per_node: 1,
+    });
+    assert_eq!(
+        world.plan().steps,
+        vec![
+            NodeStep::SetMoveLimit {
+                limit: MoveLimit::Total,
+                value: crate::cituscluster::concurrency::DEFAULT_MAX_MOVES
+            },
+            NodeStep::SetMoveLimit {
+                limit: MoveLimit::PerNode,
+                value: crate::cituscluster::concurrency::DEFAULT_MAX_MOVES_PER_NODE
+            },
+            NodeStep::ReloadConfiguration,
+        ]
+    );
+    world.rebalance.parallel_transfers.max_moves = Some(1);
+    world.rebalance.parallel_transfers.max_moves_per_node = Some(1);
+    assert!(world.plan().steps.is_empty(), "in effect: nothing to write");
+
+    let mut external = World::external()
+        .pod(0, true)
+        .registered(0, 3, true)
+        .balanced(&[0]);
+    external.catalog.move_limits = world.catalog.move_limits;
+    assert!(external.plan().steps.is_empty());
+}
+
+#[test]
+fn jobs_on_citus_before_13_2_are_started_without_parallel_transfers() {
+    let mut world = World::managed(2)
+        .pod(0, true)
+        .pod(1, true)
+        .registered(0, 4, true)
+        .registered(1, 0, true)
+        .balanced(&[0]);
+    world.catalog.citus_version = Some("13.1-1".into());
+    let plan = world.plan();
+    assert!(
+        plan.steps.contains(&NodeStep::StartRebalance {
+            drain_only: false,
+            strategy: "tessera_by_disk_size".into(),
+            transfer_mode: "auto".into(),
+            parallel: None,
+        }),
+        "{:?}",
+        plan.steps
+    );
 }

@@ -97,6 +97,7 @@ fn compute_moving(
         previous,
         superuser_secret: Some("main-superuser".into()),
         overridden: Vec::new(),
+        move_concurrency: None,
         now: now(),
     })
 }

@@ -6,14 +6,17 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use pgtemp::citus::CitusCluster as LocalCitus;
+use tessera::cituscluster::concurrency;
 use tessera::cituscluster::database::{self, Round};
 use tessera::cituscluster::membership::{self, Inputs, Phase, Topology, WorkerSlot};
 use tessera::cituscluster::placement;
+use tessera::cituscluster::requeue;
 use tessera::cituscluster::status::{self, Observation};
+use tessera::context::Settings;
 use tessera::crd::cituscluster::{CitusClusterStatus, RebalanceSpec};
 use tessera::sql::{self, ConnectionConfig};
 
-use super::{admin_config, connect_as, desired, provision};
+use crate::{admin_config, connect_as, desired, provision};
 
 pub const PASSWORD: &str = "node-secret";
 pub const SERVICES: [&str; 6] = ["orders", "users", "carts", "stock", "mail", "audit"];
@@ -121,6 +124,11 @@ impl Driver {
             previous: &previous,
             superuser_secret: None,
             overridden: Vec::new(),
+            move_concurrency: concurrency::status(
+                &rebalance.parallel_transfers,
+                &round.catalog,
+                concurrency::wanted(true, &rebalance.parallel_transfers),
+            ),
             now,
         });
         if let Some(problems) = round.execution.preflight.as_ref().filter(|p| !p.is_empty()) {
@@ -132,8 +140,20 @@ impl Driver {
 
     /// Reconciles until the plan is settled (balanced, no steps), checking after every round
     /// that the StatefulSet never shrinks below a registered worker. Returns the rounds' plans.
-    pub async fn converge(&mut self, desired: i32, mut pods: usize) -> Vec<Round> {
-        let deadline = Instant::now() + Duration::from_secs(240);
+    pub async fn converge(&mut self, desired: i32, pods: usize) -> Vec<Round> {
+        self.converge_paced(desired, pods, None).await
+    }
+
+    /// The same, looking again when the controller would with `settings` (`None`: soon).
+    pub async fn converge_paced(
+        &mut self,
+        desired: i32,
+        mut pods: usize,
+        settings: Option<&Settings>,
+    ) -> Vec<Round> {
+        // Paced rounds are a benchmark's, whose moves may take longer than a test's.
+        let limit = if settings.is_some() { 900 } else { 240 };
+        let deadline = Instant::now() + Duration::from_secs(limit);
         let mut rounds = Vec::new();
         loop {
             let round = self.round(desired, pods).await;
@@ -165,7 +185,19 @@ impl Driver {
                 "not settled: {:?}",
                 rounds.last().map(|r| &r.plan.phase)
             );
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let pause = match (settings, rounds.last()) {
+                (Some(settings), Some(round)) => requeue::next_look(
+                    &requeue::Round {
+                        changed: !round.execution.applied.steps.is_empty(),
+                        unprepared: !round.execution.unprepared.is_empty(),
+                        phase: &round.plan.phase,
+                    },
+                    Timestamp::now(),
+                    settings,
+                ),
+                _ => Duration::from_millis(300),
+            };
+            tokio::time::sleep(pause).await;
         }
     }
 

@@ -1,7 +1,7 @@
 # Tessera developer commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: test lint fmt crds check-crds manifests check-manifests image build demo demo-stop bench bench-operator bench-moves prerequisites-test prerequisites-demo prerequisites-lint
+.PHONY: test lint fmt crds check-crds manifests check-manifests image build demo demo-stop bench bench-operator bench-moves bench-tenant-stats prerequisites-test prerequisites-demo prerequisites-lint
 
 ## Every test: unit, SQL integration against a PostgreSQL the tests start (Citus where
 ## installed), fixture tests, the chart's tests, and the CRD and manifests drift checks.
@@ -76,3 +76,8 @@ bench-operator:
 ## Tessera's reconciler against the same moves typed by hand on the same cluster.
 bench-moves:
 	$(CARGO) run -q --release -p tessera-bench --bin bench-moves -- $(BENCH_MOVES_ARGS)
+
+## What Citus's tenant statistics (service load) cost the services (Citus needed): pgbench
+## with them off and on, in turns, and Tessera's reading of them.
+bench-tenant-stats:
+	$(CARGO) run -q --release -p tessera-bench --bin bench-tenant-stats -- $(BENCH_TENANT_STATS_ARGS)

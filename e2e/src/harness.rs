@@ -237,6 +237,11 @@ where
 
 /// One HTTP/1.1 exchange over a fresh connection: the status code and the body. Enough for the
 /// example services (JSON bodies with a Content-Length); bounded by `timeout`.
+/// A loopback address nothing listens on now, for a process to serve on.
+pub fn free_address() -> Result<std::net::SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
 pub async fn http(
     address: std::net::SocketAddr,
     method: &str,

@@ -29,10 +29,26 @@ struct Env {
     /// The operator process, which a scenario may kill and start again.
     operator: std::sync::Mutex<tessera_e2e::process::Managed>,
     operator_binary: std::path::PathBuf,
+    /// Where the operator serves /metrics.
+    metrics: std::net::SocketAddr,
 }
 
-/// The operator's settings in every scenario.
-const OPERATOR_ENV: &[(&str, &str)] = &[("TESSERA_RESYNC_INTERVAL", "20")];
+/// The operator's settings in every scenario, serving /metrics on `metrics`.
+fn start_operator(
+    state: &State,
+    binary: &std::path::Path,
+    metrics: std::net::SocketAddr,
+) -> Result<tessera_e2e::process::Managed> {
+    let address = metrics.to_string();
+    harness::start_operator(
+        state,
+        binary,
+        &[
+            ("TESSERA_RESYNC_INTERVAL", "20"),
+            ("TESSERA_METRICS_ADDRESS", address.as_str()),
+        ],
+    )
+}
 
 impl Env {
     /// Kills the operator (SIGKILL: no lease handed over, nothing finished) and starts it again.
@@ -50,8 +66,24 @@ impl Env {
         while unsafe { libc::kill(operator.pid, 0) } == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        *operator = harness::start_operator(&self.state, &self.operator_binary, OPERATOR_ENV)?;
+        *operator = start_operator(&self.state, &self.operator_binary, self.metrics)?;
         Ok(())
+    }
+
+    /// The operator's /metrics text.
+    async fn metrics(&self) -> Result<String> {
+        let (status, body) = harness::http(
+            self.metrics,
+            "GET",
+            "/metrics",
+            None,
+            Duration::from_secs(5),
+        )
+        .await?;
+        if status != 200 {
+            bail!("/metrics answered {status}");
+        }
+        Ok(body)
     }
 }
 
@@ -79,12 +111,14 @@ async fn tessera_end_to_end() -> Result<()> {
     let client = harness::admin_client(&state).await?;
     let operator_binary = harness::operator_binary()?;
     harness::build(&harness::EXAMPLE_SERVICES)?;
-    let operator = harness::start_operator(&state, &operator_binary, OPERATOR_ENV)?;
+    let metrics = harness::free_address()?;
+    let operator = start_operator(&state, &operator_binary, metrics)?;
     let env = Env {
         state,
         client,
         operator: std::sync::Mutex::new(operator),
         operator_binary,
+        metrics,
     };
 
     // A killed database pod comes back after this long (a kubelet's first back-off is 10 s).

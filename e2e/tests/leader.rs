@@ -23,10 +23,6 @@ const LEASE: &str = "tessera-operator";
 /// The operator's lease duration is 15 s; it looks every 2 s.
 const HAND_OVER_LIMIT: Duration = Duration::from_secs(15 + 2 + 3);
 
-fn free_address() -> Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 struct Candidate {
     name: &'static str,
     metrics: SocketAddr,
@@ -35,7 +31,7 @@ struct Candidate {
 
 impl Candidate {
     fn start(state: &State, binary: &std::path::Path, name: &'static str) -> Result<Self> {
-        let metrics = free_address()?;
+        let metrics = harness::free_address()?;
         let address = metrics.to_string();
         let process = harness::start_operator_named(
             state,

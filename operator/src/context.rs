@@ -57,6 +57,8 @@ pub struct Context {
     events: crate::events::Publisher,
     pub settings: Settings,
     pub metrics: crate::metrics::Metrics,
+    /// The load of each Microservice, as the CitusCluster controller last read it.
+    pub load: crate::load::Board,
     /// Whether the process has reached the API server (for `/readyz`).
     ready: std::sync::atomic::AtomicBool,
     failures: Mutex<HashMap<String, Failures>>,
@@ -76,6 +78,7 @@ impl Context {
             caches,
             metrics: crate::metrics::Metrics::new(&db.pools.stats),
             ready: std::sync::atomic::AtomicBool::new(false),
+            load: crate::load::Board::default(),
             db,
             events: crate::events::Publisher::new(
                 client.clone(),

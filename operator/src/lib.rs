@@ -13,6 +13,7 @@ pub mod finalizers;
 pub mod http;
 pub mod keys;
 pub mod leader;
+pub mod load;
 pub mod metrics;
 pub mod microservice;
 pub mod password;

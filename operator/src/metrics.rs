@@ -1,5 +1,6 @@
 //! The operator's Prometheus metrics: reconciles and their errors by controller and reason,
-//! reconcile durations, coordinator sessions, rebalance jobs and leadership.
+//! reconcile durations, coordinator sessions, rebalance jobs, leadership, and each
+//! Microservice's size and load (one series each, removed when it goes).
 
 use std::time::Instant;
 
@@ -39,6 +40,14 @@ struct JobLabels {
     kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    namespace: String,
+    name: String,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 /// Reconcile durations from 5 ms to about 40 s.
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
@@ -54,6 +63,9 @@ pub struct Metrics {
     /// Coordinator sessions open now, in use or idle (set at each scrape).
     sessions_open: Gauge,
     leader: Gauge,
+    service_size: Family<ServiceLabels, Gauge>,
+    service_queries: Family<ServiceLabels, FloatGauge>,
+    service_cpu: Family<ServiceLabels, FloatGauge>,
 }
 
 impl Metrics {
@@ -68,6 +80,24 @@ impl Metrics {
         let moves = Family::<MoveLabels, Gauge>::default();
         let sessions_open = Gauge::default();
         let leader = Gauge::default();
+        let service_size = Family::<ServiceLabels, Gauge>::default();
+        let service_queries = Family::<ServiceLabels, FloatGauge>::default();
+        let service_cpu = Family::<ServiceLabels, FloatGauge>::default();
+        registry.register(
+            "microservice_schema_size_bytes",
+            "Bytes of each Microservice's schema, as its last reconcile read them",
+            service_size.clone(),
+        );
+        registry.register(
+            "microservice_queries_per_second",
+            "Queries per second that reached each Microservice's shards in Citus's last tenant statistics period",
+            service_queries.clone(),
+        );
+        registry.register(
+            "microservice_cpu_share",
+            "Each Microservice's share (0 to 1) of the CPU time of the tracked queries on its cluster",
+            service_cpu.clone(),
+        );
         registry.register(
             "reconciles",
             "Reconciles finished, by controller and outcome (success or error)",
@@ -127,7 +157,34 @@ impl Metrics {
             moves,
             sessions_open,
             leader,
+            service_size,
+            service_queries,
+            service_cpu,
         }
+    }
+
+    /// The size of the schema of the Microservice `namespace/name`.
+    pub fn set_service_size(&self, namespace: &str, name: &str, bytes: i64) {
+        self.service_size
+            .get_or_create(&service(namespace, name))
+            .set(bytes);
+    }
+
+    /// The load of the Microservice `namespace/name`, as last read.
+    pub fn set_service_load(&self, namespace: &str, name: &str, load: &crate::load::Measured) {
+        let labels = service(namespace, name);
+        self.service_queries
+            .get_or_create(&labels)
+            .set(load.queries_per_second);
+        self.service_cpu.get_or_create(&labels).set(load.cpu_share);
+    }
+
+    /// Removes the series of a Microservice that is gone.
+    pub fn forget_service(&self, namespace: &str, name: &str) {
+        let labels = service(namespace, name);
+        self.service_size.remove(&labels);
+        self.service_queries.remove(&labels);
+        self.service_cpu.remove(&labels);
     }
 
     /// Records a finished reconcile of `controller` that started at `started`.
@@ -202,6 +259,13 @@ impl Metrics {
     }
 }
 
+fn service(namespace: &str, name: &str) -> ServiceLabels {
+    ServiceLabels {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,7 +281,20 @@ mod tests {
         metrics.set_moves("shop/db".to_string(), 1, 4);
         sessions.opened.inc();
         metrics.set_leader(true);
+        metrics.set_service_size("shop", "orders", 8192);
+        metrics.set_service_load(
+            "shop",
+            "orders",
+            &crate::load::Measured {
+                queries_per_second: 12.5,
+                reads_per_second: 10.0,
+                cpu_share: 0.25,
+            },
+        );
+        metrics.set_service_size("shop", "gone", 1);
+        metrics.forget_service("shop", "gone");
         let text = metrics.render(3);
+        assert!(!text.contains("\"gone\""), "{text}");
         for line in [
             r#"tessera_reconciles_total{controller="microservice",outcome="success"} 1"#,
             r#"tessera_reconciles_total{controller="microservice",outcome="error"} 1"#,
@@ -229,6 +306,9 @@ mod tests {
             "tessera_coordinator_sessions_opened_total 1",
             "tessera_coordinator_sessions_open 3",
             "tessera_leader 1",
+            r#"tessera_microservice_schema_size_bytes{namespace="shop",name="orders"} 8192"#,
+            r#"tessera_microservice_queries_per_second{namespace="shop",name="orders"} 12.5"#,
+            r#"tessera_microservice_cpu_share{namespace="shop",name="orders"} 0.25"#,
         ] {
             assert!(
                 text.lines().any(|l| l == line),

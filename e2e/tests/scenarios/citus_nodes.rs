@@ -27,7 +27,9 @@ pub async fn create_managed_cluster_with(env: &Env, ns: &str, workers: i32) -> R
         "spec": {"managed": {
             "coordinator": {"storage": {"size": "1Gi"}},
             "workers": {"replicas": workers, "storage": {"size": "1Gi"}},
-            "postgresql": {"parameters": {"max_connections": "200"}},
+            // Tenant statistics over 5 s periods rather than a minute, so that a service's
+            // load shows soon.
+            "postgresql": {"parameters": {"max_connections": "200", "citus.stat_tenants_period": "5"}},
         }},
     }))?;
     clusters
@@ -140,6 +142,86 @@ impl Tables {
             .collect::<Vec<_>>()
             .join(" "))
     }
+}
+
+/// Keeps `busy` reading its table (as its role, about 50 queries a second, for at most 90 s)
+/// until its status shows its load, and checks that `kubectl get -o wide` and /metrics show it
+/// too and that `quiet` shows next to nothing. Returns the wide listing.
+pub async fn shows_load(
+    env: &Env,
+    ns: &str,
+    tables: &Tables,
+    busy: &str,
+    quiet: &str,
+) -> Result<String> {
+    let role = busy.replace('-', "_");
+    let (_, password, _) = tables
+        .services
+        .iter()
+        .find(|s| s.0 == role)
+        .with_context(|| format!("no table of {busy}"))?;
+    let client = harness::connect_as(&tables.host, &role, password).await?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let working = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            for key in 1..=4_500i64 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let _ = client
+                    .query("SELECT body FROM items WHERE id = $1", &[&(key % 1000 + 1)])
+                    .await;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let api: Api<Microservice> = Api::namespaced(env.client.clone(), ns);
+    let load_of = |name: &str| {
+        let api = api.clone();
+        let name = name.to_string();
+        async move {
+            Ok::<_, anyhow::Error>(
+                api.get(&name)
+                    .await?
+                    .status
+                    .and_then(|s| s.database)
+                    .and_then(|d| d.load),
+            )
+        }
+    };
+    let shown = harness::wait_until(
+        "the busy service's load in its status",
+        std::time::Duration::from_secs(90),
+        || async {
+            Ok(load_of(busy)
+                .await?
+                .filter(|l| l.queries_per_second >= 10.0))
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = working.await;
+    let shown = shown?;
+    let still = load_of(quiet)
+        .await?
+        .context("the quiet service shows a load too")?;
+    anyhow::ensure!(
+        still.queries_per_second < 1.0 && still.cpu_percent < shown.cpu_percent,
+        "{quiet}: {still:?} next to {busy}: {shown:?}"
+    );
+    let wide = env
+        .state
+        .kubectl_output(&["get", "microservices", "-n", ns, "-o", "wide"])?;
+    anyhow::ensure!(wide.contains(&shown.summary), "{wide}");
+    let metrics = env.metrics().await?;
+    let series =
+        format!("tessera_microservice_queries_per_second{{namespace=\"{ns}\",name=\"{busy}\"}}");
+    anyhow::ensure!(
+        metrics.lines().any(|l| l.starts_with(&series)),
+        "{series} missing from /metrics"
+    );
+    Ok(wide)
 }
 
 /// The cluster's status fields a person follows, one line.

@@ -173,6 +173,9 @@ pub async fn managed_cluster(env: &Env) -> Result<()> {
     let tables = Tables::create(env, NS, &client_host, &SERVICES, 2000).await?;
     let before = placements(&db).await?;
     println!("  rows written: {}", tables.check("after writing").await?);
+    // Which service is hot: orders keeps busy, users is quiet.
+    let wide = citus_nodes::shows_load(env, NS, &tables, "orders", "users").await?;
+    println!("  kubectl get microservices -o wide, orders busy:\n{wide}");
     println!("  placements before scaling: {before:?}");
     ensure!(
         before.get(&worker_host(0)).copied().unwrap_or(0)

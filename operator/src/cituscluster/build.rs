@@ -51,6 +51,9 @@ const MINIMUMS: &[(&str, i64)] = &[
     ("max_replication_slots", 16),
     ("max_wal_senders", 16),
 ];
+/// Citus's per-tenant query counts, on by default in a managed cluster (see the README's
+/// "Which service is hot" for what they cost); a value in spec.managed.postgresql stays.
+const TENANT_STATISTICS: &str = "citus.stat_tenants_track";
 /// PostgreSQL's own max_logical_replication_workers: each move into a node runs one apply
 /// worker there.
 const LOGICAL_REPLICATION_WORKERS: i64 = 4;
@@ -134,6 +137,10 @@ pub fn postgres_config(user: &BTreeMap<String, String>, moves: MoveLimits) -> Po
     let mut preload = vec!["citus".to_string()];
     preload.extend(libraries);
     parameters.insert("shared_preload_libraries".into(), preload.join(","));
+    // Which service is hot (status.database.load) comes from Citus's tenant statistics.
+    parameters
+        .entry(TENANT_STATISTICS.to_string())
+        .or_insert_with(|| "all".to_string());
     let minimums = minimums(
         moves,
         parameters.contains_key("max_logical_replication_workers"),

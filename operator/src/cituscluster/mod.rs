@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod database;
 pub mod deletion;
 pub mod error;
+pub mod load;
 pub mod membership;
 pub mod naming;
 pub mod objects;

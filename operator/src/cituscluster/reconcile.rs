@@ -1,6 +1,7 @@
 //! The CitusCluster pipeline: protect (the in-use finalizer) → validate → credentials → objects
 //! (a managed cluster's) → observe (the coordinator, the worker pods, one database round of
-//! catalog, membership plan and its steps) → the worker StatefulSet's size → status. Each step
+//! catalog, membership plan and its steps) → the services' load, once a statistics period →
+//! the worker StatefulSet's size → status. Each step
 //! is its own file.
 
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use super::context::ClusterContext;
 use super::error::Error;
 use super::protect::{protect, Protection};
 use super::validate::{validate, Effective};
-use super::{credentials, objects, observe, report};
+use super::{credentials, load, objects, observe, report};
 use crate::caches::{is_ready, READY_POLL};
 use crate::conditions::Observed;
 use crate::crd::cituscluster::CitusCluster;
@@ -94,6 +95,7 @@ async fn pipeline(
     let pods = observe::worker_pods(effective, cc).await?;
     let now = Timestamp::now();
     let round = observe::round(cluster, effective, cc, &access, &mut client, &pods, now).await?;
+    load::observe(cluster, cc, &client, &round.catalog).await;
     // The session goes back to the pool only after a round that went through.
     client.release();
     objects::resize_workers(cluster, effective, cc, postgres.as_ref(), &round.plan).await?;

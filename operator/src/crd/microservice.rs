@@ -63,6 +63,12 @@ use super::names;
         priority = 1
     ),
     printcolumn(
+        name = "Load",
+        type_ = "string",
+        json_path = ".status.database.load.summary",
+        priority = 1
+    ),
+    printcolumn(
         name = "Address",
         type_ = "string",
         json_path = ".status.database.node",
@@ -477,4 +483,24 @@ pub struct DatabaseStatus {
     /// Where spec.database.placement puts the schema, and whether it is there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<super::cituscluster::SchemaPlacement>,
+    /// How busy the service keeps its cluster, from Citus's tenant statistics; absent where
+    /// the cluster does not track them (`citus.stat_tenants_track`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<ServiceLoad>,
+}
+
+/// A service's share of its cluster's work over Citus's last complete statistics period
+/// (`citus.stat_tenants_period`, a minute by default). Written again only when it changes by
+/// more than a quarter, so a steady service's status stays still.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceLoad {
+    /// Queries per second that reached the service's shards (two significant digits).
+    pub queries_per_second: f64,
+    /// Of those, reads per second.
+    pub reads_per_second: f64,
+    /// The service's percentage of the CPU time the cluster's tracked queries used.
+    pub cpu_percent: i32,
+    /// The same for people: "120 q/s, 35% CPU".
+    pub summary: String,
 }

@@ -55,6 +55,9 @@ pub async fn run(
     // Only changes by others start a reconcile: the status Tessera writes (placement and size
     // among it) would otherwise start another reconcile of the same object each time.
     let store = cache.as_reader();
+    // A service whose load changed is looked at again to show it.
+    let load_changes = ctx.load.subscribe();
+    let gone_ctx = ctx.clone();
     let mut placements: HashMap<String, Option<PlacementSpec>> = HashMap::new();
     let microservices = reflector::reflector(
         cache,
@@ -72,6 +75,10 @@ pub async fn run(
                 // A deleted cluster kept for its Microservices looks again as soon as one goes.
                 watcher::Event::Delete(ms) => {
                     placements.remove(&ms.uid().unwrap_or_default());
+                    gone_ctx.load.forget(&ms.uid().unwrap_or_default());
+                    gone_ctx
+                        .metrics
+                        .forget_service(&ms.namespace().unwrap_or_default(), &ms.name_any());
                     let _ = wake_cluster.unbounded_send(Wake::Gone(cluster_of(ms)));
                 }
                 // The cluster places schemas: it hears of a new or changed placement at once.
@@ -154,6 +161,7 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
+        .reconcile_on(load_changes)
         .shutdown_on_signal()
         .run(
             |ms, sc| async move {

@@ -81,12 +81,27 @@ pub async fn applied(
             &effective.secret_name,
             &format!("{}:{}", connection.host, connection.port),
             database.placement.as_ref(),
+            ctx.load
+                .shown_for(
+                    &effective.uid,
+                    &format!("{}/{}", effective.cluster_namespace, effective.cluster),
+                )
+                .unwrap_or_else(|| {
+                    ms.status
+                        .as_ref()
+                        .and_then(|s| s.database.as_ref())
+                        .and_then(|d| d.load.clone())
+                }),
         )),
         replicas: rollout.replicas,
         ready_replicas: rollout.ready_replicas,
         selector: Some(build::selector_text(&effective.name)),
         ..MicroserviceStatus::default()
     };
+    if let Some(bytes) = next.database.as_ref().and_then(|d| d.size_bytes) {
+        ctx.metrics
+            .set_service_size(&ms.namespace().unwrap_or_default(), &ms.name_any(), bytes);
+    }
     // A recovery is worth an Event; a first rollout or an update is not (the status says it,
     // and a thousand new services would make a thousand more writes).
     let recovering_from = ms

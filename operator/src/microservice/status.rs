@@ -4,7 +4,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 
 use crate::conditions::{self, Observed, Standing};
 use crate::crd::cituscluster::{PlacementState, SchemaPlacement};
-use crate::crd::microservice::DatabaseStatus;
+use crate::crd::microservice::{DatabaseStatus, ServiceLoad};
 use crate::reasons::{self, DISTRIBUTION_BLOCKED, ROLLING_OUT};
 use crate::sql::Catalog;
 
@@ -37,6 +37,7 @@ pub fn database_status(
     secret_name: &str,
     coordinator: &str,
     placed: Option<&SchemaPlacement>,
+    load: Option<ServiceLoad>,
 ) -> DatabaseStatus {
     let colocation_id = catalog.schema.as_ref().and_then(|s| s.colocation_id);
     let placement = catalog.placement.clone().unwrap_or_default();
@@ -56,6 +57,7 @@ pub fn database_status(
         size_bytes: Some(placement.size_bytes),
         size: Some(crate::units::human_size(placement.size_bytes)),
         placement: placed.cloned(),
+        load,
     }
 }
 
@@ -478,7 +480,7 @@ mod condition_tests {
         let distributed = get(&observed, SCHEMA_DISTRIBUTED);
         assert!(!distributed.status);
         assert_eq!(distributed.reason, "CitusNotInstalled");
-        let status = database_status(&catalog, "svc", "svc", "svc-db", "c:5432", None);
+        let status = database_status(&catalog, "svc", "svc", "svc-db", "c:5432", None, None);
         assert_eq!(status.node.as_deref(), Some("c:5432"));
         assert_eq!(status.node_name.as_deref(), Some("c:5432"));
         assert!(!status.distributed);

@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod commits;
 pub mod connect;
 pub mod coordinators;
+pub mod load;
 pub mod membership;
 pub mod ownership;
 pub mod placement;

@@ -226,6 +226,28 @@ impl Driver {
         rows.len()
     }
 
+    /// Sets a server setting on every node (`ALTER SYSTEM`, then a reload), as a person who runs
+    /// the servers would.
+    pub async fn set_on_every_node(&self, name: &str, value: &str) {
+        let nodes = std::iter::once(&self.nodes.coordinator).chain(self.nodes.workers.iter());
+        for node in nodes {
+            let client = connect_as(node, node.superuser(), node.superuser_password())
+                .await
+                .expect("the superuser connects");
+            for statement in [
+                format!("ALTER SYSTEM SET {name} = '{value}'"),
+                "SELECT pg_reload_conf()".to_string(),
+            ] {
+                client
+                    .batch_execute(&statement)
+                    .await
+                    .unwrap_or_else(|e| panic!("{statement}: {e}"));
+            }
+        }
+        // The servers' backends read the file again as they go idle.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     /// Row counts of every service's table, read as each service's own role.
     pub async fn counts(&self, passwords: &[(String, String)]) -> Vec<(String, i64)> {
         let mut counts = Vec::new();

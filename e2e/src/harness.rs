@@ -54,6 +54,27 @@ pub fn shipping_operator_binary() -> Result<PathBuf> {
     Ok(target_dir().join(SHIPPING_PROFILE).join("operator"))
 }
 
+/// Builds `kubectl-tessera` and returns its path.
+pub fn plugin_binary() -> Result<PathBuf> {
+    build(&["kubectl-tessera"])?;
+    Ok(target_dir().join("debug").join("kubectl-tessera"))
+}
+
+/// Runs `kubectl tessera ARGS` as the admin; its exit code and standard output.
+pub fn kubectl_tessera(state: &State, args: &[&str]) -> Result<(i32, String)> {
+    let output = Command::new(plugin_binary()?)
+        .arg("--kubeconfig")
+        .arg(&state.admin_kubeconfig)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .context("run kubectl-tessera")?;
+    Ok((
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    ))
+}
+
 /// The example services the pod runner runs for pods labelled `tessera.dev/pod-runner: service`.
 pub const EXAMPLE_SERVICES: [&str; 3] = ["user-service", "time-service", "ping-service"];
 

@@ -176,6 +176,21 @@ pub async fn managed_cluster(env: &Env) -> Result<()> {
     // Which service is hot: orders keeps busy, users is quiet.
     let wide = citus_nodes::shows_load(env, NS, &tables, "orders", "users").await?;
     println!("  kubectl get microservices -o wide, orders busy:\n{wide}");
+    let described = env
+        .state
+        .kubectl_output(&["describe", "microservice", "-n", NS, "orders"])?;
+    println!("  kubectl describe microservice orders:\n{described}");
+    let concurrency = env.state.kubectl_output(&[
+        "get",
+        "cituscluster",
+        "-n",
+        NS,
+        "main",
+        "-o",
+        "jsonpath={.status.moveConcurrency}",
+    ])?;
+    println!("  status.moveConcurrency: {concurrency}");
+    plugin_agrees(env).await?;
     println!("  placements before scaling: {before:?}");
     ensure!(
         before.get(&worker_host(0)).copied().unwrap_or(0)
@@ -551,4 +566,70 @@ async fn postmaster_pid(env: &Env, claim: &str) -> Result<i32> {
         .next()
         .and_then(|l| l.trim().parse().ok())
         .context("pid")
+}
+
+/// `kubectl tessera status` says what the cluster's status says: its JSON lists the same
+/// nodes and workers and puts each service on the node its status names; the text is printed.
+async fn plugin_agrees(env: &Env) -> Result<()> {
+    let (code, text) =
+        tessera_e2e::harness::kubectl_tessera(&env.state, &["status", "main", "-n", NS])?;
+    println!("  kubectl tessera status main:\n{text}");
+    ensure!(code == 0 || code == 2, "exit code {code}");
+    let (_, json) = tessera_e2e::harness::kubectl_tessera(
+        &env.state,
+        &["status", "main", "-n", NS, "-o", "json"],
+    )?;
+    let views: serde_json::Value = serde_json::from_str(&json)?;
+    let view = &views[0];
+    let cluster = Api::<CitusCluster>::namespaced(env.client.clone(), NS)
+        .get("main")
+        .await?;
+    let status = cluster.status.clone().unwrap_or_default();
+    ensure!(
+        view["workers"] == serde_json::json!(status.workers),
+        "{view}"
+    );
+    let names: Vec<String> = status
+        .nodes
+        .iter()
+        .map(|n| {
+            n.pod.clone().unwrap_or_else(|| {
+                tessera::cituscluster::naming::short_node(&format!("{}:{}", n.name, n.port))
+            })
+        })
+        .collect();
+    let shown: Vec<String> = view["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter_map(|n| n["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(shown == names, "nodes {shown:?} vs {names:?}");
+    for ms in Api::<Microservice>::namespaced(env.client.clone(), NS)
+        .list(&Default::default())
+        .await?
+    {
+        let Some(node) = ms.status.and_then(|s| s.database).and_then(|d| d.node) else {
+            continue;
+        };
+        let name = format!("{NS}/{}", ms.metadata.name.unwrap_or_default());
+        let on = view["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| {
+                n["services"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s["microservice"] == name.as_str()))
+            })
+            .and_then(|n| n["address"].as_str());
+        ensure!(
+            on == Some(node.as_str()),
+            "{name}: on {on:?}, its status says {node}"
+        );
+    }
+    Ok(())
 }

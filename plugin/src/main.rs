@@ -15,7 +15,7 @@ use tessera::crd::{CitusCluster, Microservice};
 #[command(
     name = "kubectl tessera",
     about = "Tessera's Citus clusters at a glance",
-    after_help = "Examples:\n  kubectl tessera status             the cluster of the namespace\n  kubectl tessera status main -n shop\n  kubectl tessera status -A -o json   every cluster, as JSON"
+    after_help = "Examples:\n  kubectl tessera status             the cluster of the namespace\n  kubectl tessera status main -n shop\n  kubectl tessera status -A -o json   every cluster, as JSON\n  kubectl tessera rebalance main --watch\n\nExit codes: 0 well, 1 an error, 2 a cluster not Ready or with problems, 3 a move failed or timed out"
 )]
 struct Cli {
     /// The kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
@@ -51,7 +51,28 @@ enum Command {
         /// The CitusCluster (default: the namespace's only one, or every one with -A).
         cluster: Option<String>,
     },
+    /// Start a rebalance (the annotation tessera.dev/rebalance) and follow it, or with --plan
+    /// show what it would move without starting it (tessera.dev/plan).
+    #[command(
+        after_help = "Examples:\n  kubectl tessera rebalance main --plan\n  kubectl tessera rebalance main --watch"
+    )]
+    Rebalance {
+        cluster: String,
+        /// Only show what would move; nothing moves.
+        #[arg(long)]
+        plan: bool,
+        /// Follow the job until it ends (exit 3 when it fails or is cancelled).
+        #[arg(long)]
+        watch: bool,
+        /// How long to wait, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
 }
+
+/// A move that failed, was cancelled or refused, or was not seen through in time.
+const MOVE_FAILED: u8 = 3;
+const FIELD_MANAGER: &str = "kubectl-tessera";
 
 /// Exit codes: 0 all well, 1 an error, 2 a cluster that is not Ready or has problems.
 const NOT_WELL: u8 = 2;
@@ -137,7 +158,96 @@ async fn run(cli: Cli) -> Result<u8> {
                 .all(|v| v.ready.starts_with("True") && v.problems.is_empty());
             Ok(if well { 0 } else { NOT_WELL })
         }
+        Command::Rebalance {
+            cluster,
+            plan,
+            watch,
+            timeout,
+        } => {
+            let clusters: Api<CitusCluster> = Api::namespaced(client, &namespace);
+            let request = k8s_openapi::jiff::Timestamp::now().as_second().to_string();
+            let key = if plan {
+                tessera::keys::PLAN_ANNOTATION
+            } else {
+                tessera::keys::REBALANCE_ANNOTATION
+            };
+            annotate(&clusters, &cluster, key, &request).await?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            let style = Style::of_stdout();
+            if plan {
+                let suffix = format!("={request}");
+                loop {
+                    let status = clusters.get(&cluster).await?.status.unwrap_or_default();
+                    if let Some(shown) = status.plan.filter(|p| p.reason.ends_with(&suffix)) {
+                        match cli.output {
+                            Output::Json => println!("{}", serde_json::to_string_pretty(&shown)?),
+                            Output::Yaml => print!("{}", serde_yaml::to_string(&shown)?),
+                            Output::Text => print!("{}", render::plan(&shown, &style)),
+                        }
+                        return Ok(0);
+                    }
+                    if std::time::Instant::now() > deadline {
+                        eprintln!("no plan for {key}{suffix} within {timeout} s");
+                        return Ok(MOVE_FAILED);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+            println!("asked for a rebalance of {namespace}/{cluster} ({key}={request})");
+            if !watch {
+                return Ok(0);
+            }
+            let mut last = String::new();
+            loop {
+                let status = clusters.get(&cluster).await?.status.unwrap_or_default();
+                let ours = status
+                    .rebalance
+                    .as_ref()
+                    .filter(|job| job.trigger.ends_with(&format!("={request}")));
+                if let Some(job) = ours {
+                    let shown = view::job_view(job, k8s_openapi::jiff::Timestamp::now());
+                    let text = render::job(&shown, &style);
+                    if text != last {
+                        print!("{text}");
+                        last = text;
+                    }
+                    if !shown.running {
+                        return Ok(match job.state.as_str() {
+                            "finished" | "NotNeeded" => 0,
+                            _ => MOVE_FAILED,
+                        });
+                    }
+                } else if status.handled_rebalance_request.as_deref() == Some(request.as_str()) {
+                    println!("handled; no job of its own (another job runs or nothing moves)");
+                    return Ok(0);
+                }
+                if std::time::Instant::now() > deadline {
+                    eprintln!("the rebalance did not end within {timeout} s");
+                    return Ok(MOVE_FAILED);
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
     }
+}
+
+/// Sets one annotation of a CitusCluster with server-side apply, as the plugin's own field
+/// manager.
+async fn annotate(clusters: &Api<CitusCluster>, name: &str, key: &str, value: &str) -> Result<()> {
+    let patch = serde_json::json!({
+        "apiVersion": "tessera.dev/v1alpha1",
+        "kind": "CitusCluster",
+        "metadata": {"name": name, "annotations": {key: value}},
+    });
+    clusters
+        .patch(
+            name,
+            &kube::api::PatchParams::apply(FIELD_MANAGER).force(),
+            &kube::api::Patch::Apply(&patch),
+        )
+        .await
+        .with_context(|| format!("annotate CitusCluster {name}"))?;
+    Ok(())
 }
 
 /// Whether `ms` references `cluster` (its clusterRef, in its own namespace by default).

@@ -216,6 +216,53 @@ fn service_line(
     line.trim_end().to_string()
 }
 
+/// The job as `rebalance --watch` follows it: the progress line, its trigger, Citus's message.
+pub fn job(job: &JobView, style: &Style) -> String {
+    job_lines(job, style).join("\n") + "\n"
+}
+
+/// What a rebalance or drain would move, as `rebalance --plan` shows it.
+pub fn plan(plan: &tessera::crd::cituscluster::MovePlan, style: &Style) -> String {
+    let mut lines = vec![fit(
+        &format!(
+            "plan {}: {} shard moves, {} ({}, strategy {})",
+            plan.kind, plan.shard_moves, plan.size, plan.reason, plan.strategy
+        ),
+        style.width,
+    )];
+    if plan.moves.is_empty() {
+        lines.push(format!(
+            "  {}",
+            style.paint(Tone::Faint, "nothing would move")
+        ));
+    }
+    let schema_width = plan
+        .moves
+        .iter()
+        .map(|m| m.schema.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(style.width / 4);
+    for planned in &plan.moves {
+        let shards = if planned.shards == 1 {
+            String::new()
+        } else {
+            format!(" ({} shards)", planned.shards)
+        };
+        lines.push(fit(
+            &format!(
+                "  {}  {:>9}  {} → {}{shards}",
+                pad(&fit(&planned.schema, schema_width), schema_width),
+                planned.size,
+                tessera::cituscluster::naming::short_node(&planned.from),
+                tessera::cituscluster::naming::short_node(&planned.to),
+            ),
+            style.width,
+        ));
+    }
+    lines.join("\n") + "\n"
+}
+
 fn job_lines(job: &JobView, style: &Style) -> Vec<String> {
     let tone = match job.state.as_str() {
         "finished" | "NotNeeded" => Tone::Good,

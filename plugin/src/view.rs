@@ -174,7 +174,8 @@ pub fn cluster(cluster: &CitusCluster, services: &[Microservice], now: Timestamp
     }
 }
 
-fn job_view(job: &RebalanceStatus, now: Timestamp) -> JobView {
+/// The view of a job Tessera follows, at `now`.
+pub fn job_view(job: &RebalanceStatus, now: Timestamp) -> JobView {
     let running = matches!(
         job.state.as_str(),
         "scheduled" | "running" | "cancelling" | "failing"

@@ -1,6 +1,6 @@
 //! The renderers against golden outputs: each fixture (a CitusCluster and its Microservices as
-//! they would be read) drawn on a wide and a narrow terminal, without and with colour, and its
-//! view as `-o json` prints it. `TESSERA_BLESS=1 cargo test -p kubectl-tessera` rewrites them
+//! they would be read) drawn on a wide and a narrow terminal, without and with colour, its
+//! move plan as `rebalance --plan` draws it, and its view as `-o json` prints it. `TESSERA_BLESS=1 cargo test -p kubectl-tessera` rewrites them
 //! after an intended change.
 
 use std::path::{Path, PathBuf};
@@ -70,6 +70,31 @@ fn status_matches_its_golden_outputs() {
                 }
             }
             check(&format!("{case}.{suffix}.txt"), &rendered, &mut failures);
+        }
+        if let Some(plan) = fixture
+            .cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.plan.as_ref())
+        {
+            for (width, suffix) in [(120, "wide"), (60, "narrow")] {
+                let rendered = render::plan(
+                    plan,
+                    &Style {
+                        width,
+                        colour: false,
+                    },
+                );
+                assert!(
+                    rendered.lines().all(|l| l.chars().count() <= width),
+                    "{rendered}"
+                );
+                check(
+                    &format!("{case}.plan.{suffix}.txt"),
+                    &rendered,
+                    &mut failures,
+                );
+            }
         }
         let json = serde_json::to_string_pretty(&shown).expect("json") + "\n";
         check(&format!("{case}.json"), &json, &mut failures);

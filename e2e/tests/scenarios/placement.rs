@@ -631,5 +631,21 @@ async fn plugin_agrees(env: &Env) -> Result<()> {
             "{name}: on {on:?}, its status says {node}"
         );
     }
+    // What a rebalance would move, then one asked for and followed to its end.
+    let (code, plan) = tessera_e2e::harness::kubectl_tessera(
+        &env.state,
+        &["rebalance", "main", "-n", NS, "--plan", "--timeout", "60"],
+    )?;
+    println!("  kubectl tessera rebalance main --plan:\n{plan}");
+    ensure!(
+        code == 0 && plan.starts_with("plan "),
+        "exit {code}: {plan}"
+    );
+    let (code, watched) = tessera_e2e::harness::kubectl_tessera(
+        &env.state,
+        &["rebalance", "main", "-n", NS, "--watch", "--timeout", "120"],
+    )?;
+    println!("  kubectl tessera rebalance main --watch:\n{watched}");
+    ensure!(code == 0, "exit {code}: {watched}");
     Ok(())
 }

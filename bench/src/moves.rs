@@ -27,50 +27,33 @@ use tessera::crd::cituscluster::ParallelTransfers;
 use tessera::sql::placement_rules::twin_name;
 use tokio_postgres::Client;
 
-const USAGE: &str = "usage: bench-moves [--schemas 12] [--mb 20] [--limits 1/1,4/1,4/2,4/4,8/4]";
-
 /// Rows per MB of table and index (a 96-character text and a bigint key), as measured.
 const ROWS_PER_MB: i64 = 6_100;
 
+#[derive(clap::Parser)]
+#[command(
+    name = "bench-moves",
+    about = "Shard moves one at a time and side by side, against the same moves by hand"
+)]
 struct Args {
+    /// Distributed schemas the cluster holds.
+    #[arg(long, default_value_t = 12)]
     schemas: usize,
+    /// About how many MB each.
+    #[arg(long, default_value_t = 20)]
     mb: i64,
-    /// Moves at once in the cluster / per node; the first is also run without parallel
-    /// arguments, as the sequential baseline when it is 1/1.
+    /// Moves at once in the cluster / per node, one setting each; 1/1 runs without parallel
+    /// arguments, as Citus does by default.
+    #[arg(long, value_delimiter = ',', value_parser = limit_pair, default_value = "1/1,4/1,4/2,4/4,8/4")]
     limits: Vec<(i32, i32)>,
 }
 
-fn parse_args() -> Result<Args> {
-    let mut args = Args {
-        schemas: 12,
-        mb: 20,
-        limits: vec![(1, 1), (4, 1), (4, 2), (4, 4), (8, 4)],
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--schemas" => args.schemas = value()?.parse().context("--schemas takes a number")?,
-            "--mb" => args.mb = value()?.parse().context("--mb takes a number")?,
-            "--limits" => {
-                args.limits = value()?
-                    .split(',')
-                    .map(|pair| {
-                        let (total, per_node) = pair
-                            .split_once('/')
-                            .context("--limits takes pairs like 4/2")?;
-                        Ok((total.trim().parse()?, per_node.trim().parse()?))
-                    })
-                    .collect::<Result<_>>()
-                    .context("--limits takes pairs like 1/1,4/2")?
-            }
-            _ => bail!("unknown argument {arg}\n{USAGE}"),
-        }
-    }
-    Ok(args)
+fn limit_pair(text: &str) -> Result<(i32, i32), String> {
+    let (total, per_node) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text}: limits are pairs like 4/2"))?;
+    let number = |n: &str| n.trim().parse::<i32>().map_err(|e| format!("{text}: {e}"));
+    Ok((number(total)?, number(per_node)?))
 }
 
 /// One setting of spec.rebalance.parallelTransfers to measure.
@@ -102,7 +85,7 @@ fn settings(limits: &[(i32, i32)]) -> Vec<Setting> {
 }
 
 /// The figures of one scale-out or scale-in.
-#[derive(Default, Clone, Copy)]
+#[derive(Clone, Copy)]
 struct Figures {
     seconds: f64,
     /// Citus's background job, start to finish.
@@ -112,7 +95,7 @@ struct Figures {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     let Some(mut driver) = Driver::start("bench-moves", 3).await else {
         bail!("bench-moves needs Citus installed");
     };

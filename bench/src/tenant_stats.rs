@@ -17,47 +17,29 @@ use anyhow::{bail, Context, Result};
 use citus_driver::driver::Driver;
 use citus_driver::{desired, provision};
 
-const USAGE: &str =
-    "usage: bench-tenant-stats [--schemas 20] [--clients 4] [--seconds 15] [--rounds 6]";
-
+#[derive(clap::Parser)]
+#[command(
+    name = "bench-tenant-stats",
+    about = "What Citus's tenant statistics cost the services"
+)]
 struct Args {
+    /// Distributed schemas, one service's each.
+    #[arg(long, default_value_t = 20)]
     schemas: usize,
+    /// pgbench clients.
+    #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// Seconds a run.
+    #[arg(long, default_value_t = 15)]
     seconds: u64,
+    /// Rounds of a run with the statistics off and one with them on.
+    #[arg(long, default_value_t = 6)]
     rounds: usize,
-}
-
-fn parse_args() -> Result<Args> {
-    let mut args = Args {
-        schemas: 20,
-        clients: 4,
-        seconds: 15,
-        rounds: 6,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let value = it
-            .next()
-            .with_context(|| format!("{arg} needs a value\n{USAGE}"))?;
-        let number = || {
-            value
-                .parse::<u64>()
-                .context(format!("{arg} takes a number"))
-        };
-        match arg.as_str() {
-            "--schemas" => args.schemas = usize::try_from(number()?)?,
-            "--clients" => args.clients = usize::try_from(number()?)?,
-            "--seconds" => args.seconds = number()?,
-            "--rounds" => args.rounds = usize::try_from(number()?)?,
-            _ => bail!("unknown argument {arg}\n{USAGE}"),
-        }
-    }
-    Ok(args)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     let Some(mut driver) = Driver::start("bench-tenant-stats", 2).await else {
         bail!("bench-tenant-stats needs Citus installed");
     };

@@ -200,7 +200,7 @@ impl Board {
     }
 
     /// The load shown for the Microservice `uid`.
-    pub fn get(&self, uid: &str) -> Option<ServiceLoad> {
+    fn get(&self, uid: &str) -> Option<ServiceLoad> {
         let shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
         shown.get(uid).map(|s| s.load.clone())
     }

@@ -1,6 +1,7 @@
 //! `kubectl-tessera`: on PATH, `kubectl tessera ...` runs it.
 
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -10,6 +11,7 @@ use kube::ResourceExt;
 use kubectl_tessera::style::Style;
 use kubectl_tessera::{render, view};
 use tessera::crd::{CitusCluster, Microservice};
+use tessera::keys::{PLAN_ANNOTATION, REBALANCE_ANNOTATION};
 
 #[derive(Parser)]
 #[command(
@@ -73,6 +75,8 @@ enum Command {
 /// A move that failed, was cancelled or refused, or was not seen through in time.
 const MOVE_FAILED: u8 = 3;
 const FIELD_MANAGER: &str = "kubectl-tessera";
+/// How often a followed cluster is read.
+const POLL: Duration = Duration::from_secs(1);
 
 /// Exit codes: 0 all well, 1 an error, 2 a cluster that is not Ready or has problems.
 const NOT_WELL: u8 = 2;
@@ -89,6 +93,36 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<u8> {
+    let (client, namespace) = connect(&cli).await?;
+    match &cli.command {
+        Command::Status { cluster } => status(&cli, client, &namespace, cluster.as_deref()).await,
+        Command::Rebalance {
+            cluster,
+            plan,
+            watch,
+            timeout,
+        } => {
+            let clusters: Api<CitusCluster> = Api::namespaced(client, &namespace);
+            let request = k8s_openapi::jiff::Timestamp::now().as_second().to_string();
+            let deadline = Instant::now() + Duration::from_secs(*timeout);
+            if *plan {
+                annotate(&clusters, cluster, PLAN_ANNOTATION, &request).await?;
+                return show_plan(&cli, &clusters, cluster, &request, deadline).await;
+            }
+            annotate(&clusters, cluster, REBALANCE_ANNOTATION, &request).await?;
+            println!(
+                "asked for a rebalance of {namespace}/{cluster} ({REBALANCE_ANNOTATION}={request})"
+            );
+            if !*watch {
+                return Ok(0);
+            }
+            follow(&clusters, cluster, &request, deadline).await
+        }
+    }
+}
+
+/// A client for the kubeconfig and context asked for, and the namespace to work in.
+async fn connect(cli: &Cli) -> Result<(kube::Client, String)> {
     let options = KubeConfigOptions {
         context: cli.context.clone(),
         ..KubeConfigOptions::default()
@@ -105,130 +139,140 @@ async fn run(cli: Cli) -> Result<u8> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config)?;
-    match cli.command {
-        Command::Status { cluster } => {
-            let clusters: Api<CitusCluster> = if cli.all_namespaces {
-                Api::all(client.clone())
-            } else {
-                Api::namespaced(client.clone(), &namespace)
-            };
-            let chosen: Vec<CitusCluster> = match &cluster {
-                Some(name) => vec![clusters
-                    .get(name)
-                    .await
-                    .with_context(|| format!("CitusCluster {namespace}/{name}"))?],
-                None => clusters.list(&ListParams::default()).await?.items,
-            };
-            if chosen.is_empty() {
-                bail!(
-                    "no CitusCluster in {}",
-                    if cli.all_namespaces {
-                        "any namespace"
-                    } else {
-                        &namespace
-                    }
-                );
-            }
-            let services = Api::<Microservice>::all(client)
-                .list(&ListParams::default())
-                .await?
-                .items;
-            let now = k8s_openapi::jiff::Timestamp::now();
-            let views: Vec<view::ClusterView> = chosen
-                .iter()
-                .map(|c| {
-                    let users: Vec<Microservice> =
-                        services.iter().filter(|ms| uses(ms, c)).cloned().collect();
-                    view::cluster(c, &users, now)
-                })
-                .collect();
-            match cli.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&views)?),
-                Output::Yaml => print!("{}", serde_yaml::to_string(&views)?),
-                Output::Text => {
-                    let style = Style::of_stdout();
-                    let texts: Vec<String> =
-                        views.iter().map(|v| render::status(v, &style)).collect();
-                    print!("{}", texts.join("\n"));
-                }
-            }
-            let well = views
-                .iter()
-                .all(|v| v.ready.starts_with("True") && v.problems.is_empty());
-            Ok(if well { 0 } else { NOT_WELL })
-        }
-        Command::Rebalance {
-            cluster,
-            plan,
-            watch,
-            timeout,
-        } => {
-            let clusters: Api<CitusCluster> = Api::namespaced(client, &namespace);
-            let request = k8s_openapi::jiff::Timestamp::now().as_second().to_string();
-            let key = if plan {
-                tessera::keys::PLAN_ANNOTATION
-            } else {
-                tessera::keys::REBALANCE_ANNOTATION
-            };
-            annotate(&clusters, &cluster, key, &request).await?;
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
-            let style = Style::of_stdout();
-            if plan {
-                let suffix = format!("={request}");
-                loop {
-                    let status = clusters.get(&cluster).await?.status.unwrap_or_default();
-                    if let Some(shown) = status.plan.filter(|p| p.reason.ends_with(&suffix)) {
-                        match cli.output {
-                            Output::Json => println!("{}", serde_json::to_string_pretty(&shown)?),
-                            Output::Yaml => print!("{}", serde_yaml::to_string(&shown)?),
-                            Output::Text => print!("{}", render::plan(&shown, &style)),
-                        }
-                        return Ok(0);
-                    }
-                    if std::time::Instant::now() > deadline {
-                        eprintln!("no plan for {key}{suffix} within {timeout} s");
-                        return Ok(MOVE_FAILED);
-                    }
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-            }
-            println!("asked for a rebalance of {namespace}/{cluster} ({key}={request})");
-            if !watch {
-                return Ok(0);
-            }
-            let mut last = String::new();
-            loop {
-                let status = clusters.get(&cluster).await?.status.unwrap_or_default();
-                let ours = status
-                    .rebalance
-                    .as_ref()
-                    .filter(|job| job.trigger.ends_with(&format!("={request}")));
-                if let Some(job) = ours {
-                    let shown = view::job_view(job, k8s_openapi::jiff::Timestamp::now());
-                    let text = render::job(&shown, &style);
-                    if text != last {
-                        print!("{text}");
-                        last = text;
-                    }
-                    if !shown.running {
-                        return Ok(match job.state.as_str() {
-                            "finished" | "NotNeeded" => 0,
-                            _ => MOVE_FAILED,
-                        });
-                    }
-                } else if status.handled_rebalance_request.as_deref() == Some(request.as_str()) {
-                    println!("handled; no job of its own (another job runs or nothing moves)");
-                    return Ok(0);
-                }
-                if std::time::Instant::now() > deadline {
-                    eprintln!("the rebalance did not end within {timeout} s");
-                    return Ok(MOVE_FAILED);
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        }
+    Ok((kube::Client::try_from(config)?, namespace))
+}
+
+/// `status`: the clusters asked for, with the Microservices that use each.
+async fn status(
+    cli: &Cli,
+    client: kube::Client,
+    namespace: &str,
+    cluster: Option<&str>,
+) -> Result<u8> {
+    let clusters: Api<CitusCluster> = if cli.all_namespaces {
+        Api::all(client.clone())
+    } else {
+        Api::namespaced(client.clone(), namespace)
+    };
+    let chosen: Vec<CitusCluster> = match cluster {
+        Some(name) => vec![clusters
+            .get(name)
+            .await
+            .with_context(|| format!("CitusCluster {namespace}/{name}"))?],
+        None => clusters.list(&ListParams::default()).await?.items,
+    };
+    if chosen.is_empty() {
+        let scope = if cli.all_namespaces {
+            "any namespace"
+        } else {
+            namespace
+        };
+        bail!("no CitusCluster in {scope}");
     }
+    let services = Api::<Microservice>::all(client)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let views: Vec<view::ClusterView> = chosen
+        .iter()
+        .map(|c| {
+            let users: Vec<Microservice> =
+                services.iter().filter(|ms| uses(ms, c)).cloned().collect();
+            view::cluster(c, &users, now)
+        })
+        .collect();
+    print(cli.output, &views, |style| {
+        views
+            .iter()
+            .map(|v| render::status(v, style))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let well = views
+        .iter()
+        .all(|v| v.ready.starts_with("True") && v.problems.is_empty());
+    Ok(if well { 0 } else { NOT_WELL })
+}
+
+/// `rebalance --plan`: waits for the plan computed for `request` and prints it.
+async fn show_plan(
+    cli: &Cli,
+    clusters: &Api<CitusCluster>,
+    cluster: &str,
+    request: &str,
+    deadline: Instant,
+) -> Result<u8> {
+    let suffix = format!("={request}");
+    loop {
+        let status = clusters.get(cluster).await?.status.unwrap_or_default();
+        if let Some(shown) = status.plan.filter(|p| p.reason.ends_with(&suffix)) {
+            print(cli.output, &shown, |style| render::plan(&shown, style))?;
+            return Ok(0);
+        }
+        if Instant::now() > deadline {
+            eprintln!("no plan for {PLAN_ANNOTATION}{suffix} in time");
+            return Ok(MOVE_FAILED);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `rebalance --watch`: prints the job started for `request` whenever it changes, until it
+/// ends; 0 when it finished or had nothing to move.
+async fn follow(
+    clusters: &Api<CitusCluster>,
+    cluster: &str,
+    request: &str,
+    deadline: Instant,
+) -> Result<u8> {
+    let style = Style::of_stdout();
+    let suffix = format!("={request}");
+    let mut last = String::new();
+    loop {
+        let status = clusters.get(cluster).await?.status.unwrap_or_default();
+        let ours = status
+            .rebalance
+            .as_ref()
+            .filter(|job| job.trigger.ends_with(&suffix));
+        if let Some(job) = ours {
+            let shown = view::job_view(job, k8s_openapi::jiff::Timestamp::now());
+            let text = render::job(&shown, &style);
+            if text != last {
+                print!("{text}");
+                last = text;
+            }
+            if !shown.running {
+                return Ok(match job.state.as_str() {
+                    "finished" | "NotNeeded" => 0,
+                    _ => MOVE_FAILED,
+                });
+            }
+        } else if status.handled_rebalance_request.as_deref() == Some(request) {
+            println!("handled; no job of its own (another job runs or nothing moves)");
+            return Ok(0);
+        }
+        if Instant::now() > deadline {
+            eprintln!("the rebalance did not end in time");
+            return Ok(MOVE_FAILED);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Prints `value` as `output` asks: as JSON, as YAML, or as the text `text` draws for
+/// standard output's terminal.
+fn print<T: serde::Serialize>(
+    output: Output,
+    value: &T,
+    text: impl FnOnce(&Style) -> String,
+) -> Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        Output::Text => print!("{}", text(&Style::of_stdout())),
+    }
+    Ok(())
 }
 
 /// Sets one annotation of a CitusCluster with server-side apply, as the plugin's own field

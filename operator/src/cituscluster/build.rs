@@ -46,11 +46,9 @@ const FORBIDDEN: &[&str] = &[
 ];
 /// Lower bounds for shard moves: each move uses a replication slot, a WAL sender and a
 /// background worker on each side, and Citus's own daemons need worker processes too.
-const MINIMUMS: &[(&str, i64)] = &[
-    ("max_worker_processes", 16),
-    ("max_replication_slots", 16),
-    ("max_wal_senders", 16),
-];
+const MINIMUMS: &[(&str, i64)] = &[("max_replication_slots", 16), ("max_wal_senders", 16)];
+/// max_worker_processes at least, more when many moves may run at once.
+const WORKER_PROCESSES: i64 = 16;
 /// Citus's per-tenant query counts, on by default in a managed cluster (see the README's
 /// "Which service is hot" for what they cost); a value in spec.managed.postgresql stays.
 const TENANT_STATISTICS: &str = "citus.stat_tenants_track";
@@ -178,16 +176,11 @@ pub fn postgres_config(user: &BTreeMap<String, String>, moves: MoveLimits) -> Po
 fn minimums(moves: MoveLimits, user_sets_logical_workers: bool) -> Vec<(&'static str, i64)> {
     let total = i64::from(moves.total);
     let per_node = i64::from(moves.per_node);
-    let mut minimums: Vec<(&'static str, i64)> = MINIMUMS
-        .iter()
-        .map(|(name, minimum)| match *name {
-            "max_worker_processes" => (
-                *name,
-                (*minimum).max(total + per_node + OTHER_WORKER_PROCESSES),
-            ),
-            _ => (*name, *minimum),
-        })
-        .collect();
+    let mut minimums = vec![(
+        "max_worker_processes",
+        WORKER_PROCESSES.max(total + per_node + OTHER_WORKER_PROCESSES),
+    )];
+    minimums.extend_from_slice(MINIMUMS);
     if user_sets_logical_workers || per_node > LOGICAL_REPLICATION_WORKERS {
         minimums.push((
             "max_logical_replication_workers",

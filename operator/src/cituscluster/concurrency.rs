@@ -86,14 +86,15 @@ pub fn arguments(
     })
 }
 
-/// What the status says: the limits in effect, whether jobs transfer in parallel, and why
-/// something asked for is not in effect. `None` without Citus.
+/// What the status says of a cluster (`managed` or not): the limits in effect, whether jobs
+/// transfer in parallel, and why something asked for is not in effect. `None` without Citus.
 pub fn status(
     spec: &ParallelTransfers,
     catalog: &ClusterCatalog,
-    wanted: Option<MoveLimits>,
+    managed: bool,
 ) -> Option<MoveConcurrency> {
     let observed = catalog.move_limits?;
+    let wanted = wanted(managed, spec);
     let parallel = arguments(spec, catalog.citus_version.as_deref());
     let mut notes = Vec::new();
     if parallel.is_none() && (spec.colocated_shards || spec.reference_tables) {
@@ -193,8 +194,8 @@ mod tests {
             move_limits: limits(1, 1),
             ..ClusterCatalog::default()
         };
-        let shown = status(&ParallelTransfers::default(), &catalog, limits(4, 2))
-            .expect("Citus has the limits");
+        let shown =
+            status(&ParallelTransfers::default(), &catalog, true).expect("Citus has the limits");
         assert_eq!((shown.max_moves, shown.max_moves_per_node), (1, 1));
         assert!(!shown.colocated_shards && !shown.reference_tables);
         let message = shown.message.expect("says why");
@@ -202,25 +203,30 @@ mod tests {
             message.contains("Citus 13.1-1 has no parallel transfers"),
             "{message}"
         );
-        assert!(
-            message.contains("being set to 4 moves at once, 2 per node"),
-            "{message}"
+        let asked = format!(
+            "being set to {DEFAULT_MAX_MOVES} moves at once, {DEFAULT_MAX_MOVES_PER_NODE} per node"
         );
+        assert!(message.contains(&asked), "{message}");
 
         let settled = ClusterCatalog {
             citus_version: Some("13.2-1".into()),
-            move_limits: limits(4, 2),
+            move_limits: limits(DEFAULT_MAX_MOVES, DEFAULT_MAX_MOVES_PER_NODE),
             ..ClusterCatalog::default()
         };
-        let shown = status(&ParallelTransfers::default(), &settled, limits(4, 2))
-            .expect("Citus has the limits");
+        let shown =
+            status(&ParallelTransfers::default(), &settled, true).expect("Citus has the limits");
         assert!(shown.colocated_shards && shown.reference_tables);
         assert_eq!(shown.message, None);
+        let external = status(&ParallelTransfers::default(), &catalog, false).expect("read");
+        assert!(
+            !external.message.unwrap_or_default().contains("being set"),
+            "an external cluster's limits are its owner's"
+        );
         assert_eq!(
             status(
                 &ParallelTransfers::default(),
                 &ClusterCatalog::default(),
-                None
+                false
             ),
             None
         );

@@ -102,10 +102,7 @@ pub async fn observed(
         move_concurrency: concurrency::status(
             &cluster.spec.rebalance.parallel_transfers,
             &round.catalog,
-            concurrency::wanted(
-                matches!(effective.kind, Kind::Managed(_)),
-                &cluster.spec.rebalance.parallel_transfers,
-            ),
+            matches!(effective.kind, Kind::Managed(_)),
         ),
         now,
     });

@@ -32,18 +32,13 @@ const TRACKING_QUERY: &str = "
 SELECT coalesce(current_setting('citus.stat_tenants_track', true), 'none') = 'all',
        coalesce(current_setting('citus.stat_tenants_period', true), '60')::bigint";
 
-/// Tenants of a schema-based schema carry its name; a colocation group whose tables all lie in
+/// A distributed schema's tenants are its colocation group (pg_dist_schema); a colocation group whose tables all lie in
 /// one schema is credited to it (the distribution values of a row-sharded table).
 const LOAD_QUERY: &str = "
 WITH tenants AS (
-    SELECT colocation_id, tenant_attribute,
-           query_count_in_last_period AS queries, read_count_in_last_period AS reads,
+    SELECT colocation_id, query_count_in_last_period AS queries, read_count_in_last_period AS reads,
            cpu_usage_in_last_period AS cpu
       FROM citus_stat_tenants(return_all_tenants := true)),
-schema_tenants AS (
-    SELECT n.nspname::text AS schema, t.colocation_id
-      FROM pg_dist_schema d JOIN pg_namespace n ON n.oid = d.schemaid
-      JOIN (SELECT DISTINCT colocation_id FROM tenants) t ON t.colocation_id = d.colocationid),
 one_schema_groups AS (
     SELECT p.colocationid, min(n.nspname::text) AS schema
       FROM pg_dist_partition p
@@ -54,9 +49,10 @@ one_schema_groups AS (
      GROUP BY p.colocationid
     HAVING count(DISTINCT c.relnamespace) = 1),
 credited AS (
-    SELECT coalesce(s.schema, g.schema) AS schema, t.*
+    SELECT coalesce(n.nspname::text, g.schema) AS schema, t.*
       FROM tenants t
-      LEFT JOIN schema_tenants s ON s.colocation_id = t.colocation_id
+      LEFT JOIN pg_dist_schema d ON d.colocationid = t.colocation_id
+      LEFT JOIN pg_namespace n ON n.oid = d.schemaid
       LEFT JOIN one_schema_groups g ON g.colocationid = t.colocation_id)
 SELECT schema, sum(queries)::bigint, sum(reads)::bigint, sum(cpu)::float8,
        grouping(schema) = 1

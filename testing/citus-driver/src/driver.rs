@@ -127,7 +127,7 @@ impl Driver {
             move_concurrency: concurrency::status(
                 &rebalance.parallel_transfers,
                 &round.catalog,
-                concurrency::wanted(true, &rebalance.parallel_transfers),
+                true,
             ),
             now,
         });

@@ -179,12 +179,18 @@ impl Metrics {
         self.service_cpu.get_or_create(&labels).set(load.cpu_share);
     }
 
-    /// Removes the series of a Microservice that is gone.
-    pub fn forget_service(&self, namespace: &str, name: &str) {
+    /// Removes the load series of a Microservice whose load is no longer read (its cluster
+    /// stopped tracking it).
+    pub fn forget_service_load(&self, namespace: &str, name: &str) {
         let labels = service(namespace, name);
-        self.service_size.remove(&labels);
         self.service_queries.remove(&labels);
         self.service_cpu.remove(&labels);
+    }
+
+    /// Removes the series of a Microservice that is gone.
+    pub fn forget_service(&self, namespace: &str, name: &str) {
+        self.service_size.remove(&service(namespace, name));
+        self.forget_service_load(namespace, name);
     }
 
     /// Records a finished reconcile of `controller` that started at `started`.
@@ -293,8 +299,21 @@ mod tests {
         );
         metrics.set_service_size("shop", "gone", 1);
         metrics.forget_service("shop", "gone");
+        let untracked = crate::load::Measured::default();
+        metrics.set_service_size("shop", "untracked", 2);
+        metrics.set_service_load("shop", "untracked", &untracked);
+        metrics.forget_service_load("shop", "untracked");
         let text = metrics.render(3);
         assert!(!text.contains("\"gone\""), "{text}");
+        let untracked: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"untracked\""))
+            .collect();
+        assert_eq!(
+            untracked,
+            vec![r#"tessera_microservice_schema_size_bytes{namespace="shop",name="untracked"} 2"#],
+            "the size stays, the load goes"
+        );
         for line in [
             r#"tessera_reconciles_total{controller="microservice",outcome="success"} 1"#,
             r#"tessera_reconciles_total{controller="microservice",outcome="error"} 1"#,

@@ -65,10 +65,15 @@ pub async fn observe(
         }
     }
     let changed = board.publish(&key, period, loads);
-    board.wake(
-        changed
-            .iter()
-            .filter_map(|uid| by_uid(uid))
-            .map(|ms| ObjectRef::from_obj(&*ms)),
-    );
+    let changed: Vec<Arc<Microservice>> = changed.iter().filter_map(|uid| by_uid(uid)).collect();
+    // A service whose load is no longer read keeps no stale series.
+    for ms in &changed {
+        let uid = ms.uid().unwrap_or_default();
+        if board.shown_for(&uid, &key) == Some(None) {
+            cc.ctx
+                .metrics
+                .forget_service_load(&ms.namespace().unwrap_or_default(), &ms.name_any());
+        }
+    }
+    board.wake(changed.iter().map(|ms| ObjectRef::from_obj(&**ms)));
 }

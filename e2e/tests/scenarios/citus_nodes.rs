@@ -203,9 +203,13 @@ pub async fn shows_load(
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = working.await;
     let shown = shown?;
-    let still = load_of(quiet)
-        .await?
-        .context("the quiet service shows a load too")?;
+    // The quiet service is woken by the same reading, in its own reconcile: wait for it too.
+    let still = harness::wait_until(
+        "the quiet service's load in its status",
+        std::time::Duration::from_secs(30),
+        || async { load_of(quiet).await },
+    )
+    .await?;
     anyhow::ensure!(
         still.queries_per_second < 1.0 && still.cpu_percent < shown.cpu_percent,
         "{quiet}: {still:?} next to {busy}: {shown:?}"
